@@ -1,0 +1,1 @@
+//! WebAuthn relying-party verification. See the crate description.
