@@ -411,13 +411,17 @@
         .catch(function (err) {
           setBusy(button, false);
           showError(err, 'login');
+          // Offer the autofill again; it was aborted for the button.
+          if (autofill) startConditional();
         });
     });
 
+    var autofill = false;
     var PKC = window.PublicKeyCredential;
     if (typeof PKC.isConditionalMediationAvailable === 'function') {
       PKC.isConditionalMediationAvailable().then(function (yes) {
         if (!yes) return;
+        autofill = true;
         $('autofill-field').hidden = false;
         startConditional();
       }, function () { /* no autofill; the button is enough */ });
