@@ -1,0 +1,43 @@
+//! `tapgate check`: load the configuration exactly as `serve` (or `demo`)
+//! would and list every problem with its key path.
+
+use crate::config::{Config, ConfigError, Mode};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
+    let mode = if demo { Mode::Demo } else { Mode::Serve };
+    match Config::load(mode, file) {
+        Ok(c) => {
+            println!("configuration OK");
+            println!("  public URL : {}", c.public_origin);
+            println!("  rp id      : {}", c.rp_id);
+            match &c.upstream {
+                crate::config::Upstream::Url(u) => println!("  upstream   : {u}"),
+                crate::config::Upstream::Echo => println!("  upstream   : built-in echo app"),
+            }
+            println!("  listen     : {}", c.listen);
+            println!("  store      : {}", c.store_url);
+            println!(
+                "  routes     : {}",
+                if c.routes.is_empty() {
+                    "none (every signed-in user may pass)".to_string()
+                } else {
+                    c.routes.len().to_string()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!("configuration has {} problem(s):", problems.len());
+            for p in problems {
+                eprintln!("  {}: {}", p.key, p.message);
+            }
+            ExitCode::from(super::EXIT_CONFIG)
+        }
+        Err(e) => {
+            super::report(&e);
+            ExitCode::from(super::EXIT_CONFIG)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line. Only this module sees clap. Exit codes: 0 success,
+//! 1 failure at run time, 2 bad usage or invalid configuration.
+
+mod admin;
+mod check;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// tapgate: a passkey / hardware-key front door for HTTP services.
+///
+/// tapgate sits in front of a service, signs people in with WebAuthn
+/// (passkeys, security keys, biometrics) and forwards only the requests its
+/// policy allows, with a signed identity assertion the service can verify.
+#[derive(Parser)]
+#[command(name = "tapgate", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Try it: run on http://localhost:8080 (or $PORT) in front of a built-in
+    /// echo app, with state in ./tapgate-data/, and print an admin invite.
+    ///
+    /// Takes the same configuration keys as `serve` (all optional here), so
+    /// `TAPGATE_UPSTREAM=http://127.0.0.1:3000 tapgate demo` guards your own app.
+    Demo {
+        /// Optional configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run in production: in front of `upstream`, configured by a TOML file
+    /// and TAPGATE_SECTION__KEY environment variables.
+    Serve {
+        /// Configuration file (TOML). Without it, only environment variables count.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and print every problem with its key path.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Check with the demo's defaults (as `tapgate demo` would load it).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Administer users and invites in the configured store.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+    /// Print a new P-256 signing key (PKCS#8 PEM) for `keys.signing_key_file`.
+    Keygen,
+}
+
+/// Parse the command line, run, and map the outcome to an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keygen => {
+            print!("{}", crate::token::SigningKey::generate_pem());
+            ExitCode::SUCCESS
+        }
+        Command::Check { config, demo } => check::run(config.as_deref(), demo),
+        Command::Demo { config } => runtime(|| run::run(crate::config::Mode::Demo, config)),
+        Command::Serve { config } => runtime(|| run::run(crate::config::Mode::Serve, config)),
+        Command::Admin { command } => runtime(|| admin::run(command)),
+    }
+}
+
+fn runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print an error and its causes, one per line.
+pub(crate) fn report(e: &dyn std::error::Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+}
+
+pub(crate) const EXIT_CONFIG: u8 = 2;

@@ -1,0 +1,655 @@
+//! Configuration in two steps ("parse, don't validate"): `raw` mirrors the
+//! TOML file plus `TAPGATE_SECTION__KEY` environment overrides, then
+//! [`Config::from_raw`] turns it into typed values and reports *every*
+//! problem with its key path, which is what `tapgate check` prints.
+
+pub mod raw;
+
+use crate::model::Role;
+use raw::RawConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tapgate_webauthn::UserVerification;
+
+/// Which subcommand is loading the config: the demo fills in safe local
+/// defaults, `serve` insists on explicit values for production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Demo,
+    Serve,
+}
+
+/// One problem with the configuration, named by its key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Where the upstream service is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// Any HTTP origin, e.g. `http://127.0.0.1:8081` (path prefix allowed).
+    Url(url::Url),
+    /// The demo's built-in echo app.
+    Echo,
+}
+
+/// Where the signing key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Pem(String),
+    /// Demo only: generate on first start and keep it in this file.
+    GenerateInto(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub path: String,
+    pub allow_roles: Vec<Role>,
+    pub public: bool,
+    pub max_auth_age: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The origin users see, e.g. `https://app.example.com` (no path).
+    pub public_origin: String,
+    pub public_host: String,
+    pub secure: bool,
+    pub upstream: Upstream,
+    pub listen: SocketAddr,
+    pub session_ttl: Duration,
+    pub assertion_ttl: Duration,
+    pub assertion_audience: String,
+    pub store_url: String,
+    pub signing_key: KeySource,
+    pub rp_id: String,
+    pub rp_name: String,
+    pub user_verification: UserVerification,
+    pub challenge_ttl: Duration,
+    pub iap_headers: bool,
+    pub oauth2_proxy_headers: bool,
+    pub proxy_timeout: Duration,
+    pub proxy_connect_timeout: Duration,
+    pub routes: Vec<Route>,
+    /// Demo: redirect requests that arrive under another host name (e.g.
+    /// 127.0.0.1) to the public origin, since WebAuthn needs `localhost`.
+    pub canonical_host_redirect: bool,
+}
+
+/// Upper bound for the assertion lifetime (PRODUCT.md §3).
+pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(300);
+
+impl Config {
+    /// Load from an optional file plus the process environment.
+    pub fn load(mode: Mode, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_sources(mode, text.as_deref(), &env)
+    }
+
+    /// The injectable form used by tests: TOML text and an environment map.
+    pub fn from_sources(
+        mode: Mode,
+        toml_text: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut doc = match toml_text {
+            Some(t) => match t.parse::<toml::Table>() {
+                Ok(table) => table,
+                Err(e) => {
+                    return Err(ConfigError::Invalid(vec![Problem {
+                        key: "(file)".into(),
+                        message: format!("not valid TOML: {}", e.message()),
+                    }]));
+                }
+            },
+            None => toml::Table::new(),
+        };
+        apply_env_overrides(&mut doc, env, &mut problems);
+        let raw: RawConfig = match toml::Value::Table(doc).try_into() {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(Problem {
+                    key: "(file)".into(),
+                    message: e.message().to_owned(),
+                });
+                return Err(ConfigError::Invalid(problems));
+            }
+        };
+        let port = env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| v.as_str());
+        Config::from_raw(mode, raw, port, problems)
+    }
+
+    fn from_raw(
+        mode: Mode,
+        raw: RawConfig,
+        port_env: Option<&str>,
+        mut problems: Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
+        let mut p = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+
+        let port: u16 = match port_env {
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                p("PORT", format!("{v:?} is not a TCP port number"));
+                8080
+            }),
+            None => 8080,
+        };
+        let listen = match (&raw.listen, mode, port_env) {
+            (Some(l), _, _) => l.parse().unwrap_or_else(|_| {
+                p(
+                    "listen",
+                    format!("{l:?} is not an address like 127.0.0.1:8080"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], port))
+            }),
+            // Cloud Run sets PORT and needs every interface.
+            (None, Mode::Serve, Some(_)) => SocketAddr::from(([0, 0, 0, 0], port)),
+            _ => SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+
+        let public_url = match (&raw.public_url, mode) {
+            (Some(u), _) => u.clone(),
+            (None, Mode::Demo) => format!("http://localhost:{}", listen.port()),
+            (None, Mode::Serve) => {
+                p(
+                    "public_url",
+                    "missing: set the address users open, e.g. https://app.example.com".into(),
+                );
+                "http://localhost".into()
+            }
+        };
+        let (public_origin, public_host, secure) = match url::Url::parse(&public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if u.path() != "/" || u.query().is_some() {
+                    p(
+                        "public_url",
+                        format!(
+                            "{public_url:?} must be an origin without a path, e.g. https://app.example.com"
+                        ),
+                    );
+                }
+                let host = u.host_str().unwrap_or_default().to_owned();
+                let secure = u.scheme() == "https";
+                if !secure && host != "localhost" {
+                    p(
+                        "public_url",
+                        format!(
+                            "{public_url:?} uses http: browsers only allow passkeys over https (or on localhost)"
+                        ),
+                    );
+                }
+                (u.origin().ascii_serialization(), host, secure)
+            }
+            _ => {
+                p(
+                    "public_url",
+                    format!("{public_url:?} is not an http(s) URL"),
+                );
+                ("http://localhost".into(), "localhost".into(), false)
+            }
+        };
+
+        let upstream = match (&raw.upstream, mode) {
+            (Some(u), _) => match url::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                    if url.scheme() == "https" {
+                        p("upstream", "https upstreams are not supported yet: point tapgate at the service's plain-HTTP port (sidecar or private network)".into());
+                    }
+                    Upstream::Url(url)
+                }
+                _ => {
+                    p(
+                        "upstream",
+                        format!("{u:?} is not an http URL like http://127.0.0.1:8081"),
+                    );
+                    Upstream::Echo
+                }
+            },
+            (None, Mode::Demo) => Upstream::Echo,
+            (None, Mode::Serve) => {
+                p(
+                    "upstream",
+                    "missing: set the URL of the service to protect, e.g. http://127.0.0.1:8081"
+                        .into(),
+                );
+                Upstream::Echo
+            }
+        };
+
+        let session_ttl = duration(&mut p, "session.ttl", raw.session.ttl.as_deref(), "1h");
+        if session_ttl < Duration::from_secs(60) || session_ttl > Duration::from_secs(30 * 86400) {
+            p("session.ttl", "must be between 1m and 30d".into());
+        }
+        let assertion_ttl = duration(&mut p, "assertion.ttl", raw.assertion.ttl.as_deref(), "60s");
+        if assertion_ttl > MAX_ASSERTION_TTL || assertion_ttl < Duration::from_secs(10) {
+            p(
+                "assertion.ttl",
+                "must be between 10s and 300s (upstreams must not accept stale identity)".into(),
+            );
+        }
+        let assertion_audience = raw
+            .assertion
+            .audience
+            .clone()
+            .unwrap_or_else(|| public_origin.clone());
+        if assertion_audience.is_empty() {
+            p("assertion.audience", "must not be empty".into());
+        }
+
+        let store_url = match (&raw.store.url, mode) {
+            (Some(u), _) => u.clone(),
+            (None, Mode::Demo) => "sqlite://tapgate-data/tapgate.db".into(),
+            (None, Mode::Serve) => {
+                p(
+                    "store.url",
+                    "missing: e.g. sqlite:///var/lib/tapgate/tapgate.db or postgres://…".into(),
+                );
+                String::new()
+            }
+        };
+        let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store_url.starts_with(p));
+        if !store_url.is_empty() && !known_scheme {
+            p(
+                "store.url",
+                format!("{store_url:?}: use sqlite://PATH or postgres://…"),
+            );
+        }
+
+        let signing_key = match (&raw.keys.signing_key, &raw.keys.signing_key_file, mode) {
+            (Some(_), Some(_), _) => {
+                p(
+                    "keys",
+                    "set signing_key or signing_key_file, not both".into(),
+                );
+                KeySource::Pem(String::new())
+            }
+            (Some(pem), None, _) => KeySource::Pem(pem.clone()),
+            (None, Some(f), _) => KeySource::File(PathBuf::from(f)),
+            (None, None, Mode::Demo) => {
+                KeySource::GenerateInto(PathBuf::from("tapgate-data/signing-key.pem"))
+            }
+            (None, None, Mode::Serve) => {
+                p("keys.signing_key_file", "missing: generate one with `tapgate keygen > key.pem` and point signing_key_file at it (or set TAPGATE_KEYS__SIGNING_KEY)".into());
+                KeySource::Pem(String::new())
+            }
+        };
+
+        let rp_id = raw
+            .webauthn
+            .rp_id
+            .clone()
+            .unwrap_or_else(|| public_host.clone());
+        if !(public_host == rp_id || public_host.ends_with(&format!(".{rp_id}"))) {
+            p(
+                "webauthn.rp_id",
+                format!("{rp_id:?} must be {public_host:?} or a parent domain of it"),
+            );
+        }
+        if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.starts_with('[') {
+            p(
+                "public_url",
+                "WebAuthn does not work on IP addresses: use a host name (localhost for local use)"
+                    .into(),
+            );
+        }
+        let rp_name = raw
+            .webauthn
+            .rp_name
+            .clone()
+            .unwrap_or_else(|| "tapgate".into());
+        let user_verification = match raw
+            .webauthn
+            .user_verification
+            .as_deref()
+            .unwrap_or("required")
+        {
+            "required" => UserVerification::Required,
+            "preferred" => UserVerification::Preferred,
+            "discouraged" => UserVerification::Discouraged,
+            other => {
+                p(
+                    "webauthn.user_verification",
+                    format!("{other:?}: use required, preferred or discouraged"),
+                );
+                UserVerification::Required
+            }
+        };
+        let challenge_ttl = duration(
+            &mut p,
+            "webauthn.challenge_ttl",
+            raw.webauthn.challenge_ttl.as_deref(),
+            "2m",
+        );
+        if challenge_ttl < Duration::from_secs(10) || challenge_ttl > Duration::from_secs(600) {
+            p(
+                "webauthn.challenge_ttl",
+                "must be between 10s and 10m".into(),
+            );
+        }
+
+        let proxy_timeout = duration(&mut p, "proxy.timeout", raw.proxy.timeout.as_deref(), "60s");
+        let proxy_connect_timeout = duration(
+            &mut p,
+            "proxy.connect_timeout",
+            raw.proxy.connect_timeout.as_deref(),
+            "5s",
+        );
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.route.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            let path = match &r.path {
+                Some(path) if path.starts_with('/') => path.clone(),
+                Some(path) => {
+                    p(&key("path"), format!("{path:?} must start with '/'"));
+                    continue;
+                }
+                None => {
+                    p(&key("path"), "missing: e.g. path = \"/admin/\"".into());
+                    continue;
+                }
+            };
+            let mut allow_roles = Vec::new();
+            for role in &r.allow_roles {
+                match Role::parse(role) {
+                    Ok(role) => allow_roles.push(role),
+                    Err(e) => p(&key("allow_roles"), e),
+                }
+            }
+            let public = r.public.unwrap_or(false);
+            if public && !r.allow_roles.is_empty() {
+                p(
+                    &key("public"),
+                    "a public route admits everyone; remove allow_roles or public".into(),
+                );
+            }
+            if !public && r.allow_roles.is_empty() {
+                p(
+                    &key("allow_roles"),
+                    "missing: say who may pass (allow_roles = [\"member\"]) or set public = true"
+                        .into(),
+                );
+            }
+            let max_auth_age = r.max_auth_age.as_deref().map(|v| {
+                let d = duration(&mut p, &key("max_auth_age"), Some(v), "0s");
+                if public {
+                    p(
+                        &key("max_auth_age"),
+                        "has no effect on a public route".into(),
+                    );
+                }
+                d
+            });
+            routes.push(Route {
+                path,
+                allow_roles,
+                public,
+                max_auth_age,
+            });
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            public_origin,
+            public_host,
+            secure,
+            upstream,
+            listen,
+            session_ttl,
+            assertion_ttl,
+            assertion_audience,
+            store_url,
+            signing_key,
+            rp_id,
+            rp_name,
+            user_verification,
+            challenge_ttl,
+            iap_headers: raw.headers.iap.unwrap_or(false),
+            oauth2_proxy_headers: raw.headers.oauth2_proxy.unwrap_or(false),
+            proxy_timeout,
+            proxy_connect_timeout,
+            routes,
+            canonical_host_redirect: mode == Mode::Demo,
+        })
+    }
+}
+
+fn duration(
+    p: &mut impl FnMut(&str, String),
+    key: &str,
+    value: Option<&str>,
+    default: &str,
+) -> Duration {
+    let v = value.unwrap_or(default);
+    humantime::parse_duration(v).unwrap_or_else(|_| {
+        p(key, format!("{v:?} is not a duration like 90s, 5m or 1h"));
+        humantime::parse_duration(default).unwrap_or_default()
+    })
+}
+
+/// `TAPGATE_SESSION__TTL=2h` sets `session.ttl`; `TAPGATE_UPSTREAM=…` sets
+/// `upstream`. Values that parse as a TOML value (numbers, booleans,
+/// arrays) are taken as such; anything else is a string.
+fn apply_env_overrides(
+    doc: &mut toml::Table,
+    env: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) {
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("TAPGATE_"))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let path: Vec<String> = name["TAPGATE_".len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(|s| s.is_empty()) || path.len() > 2 {
+            problems.push(Problem {
+                key: name.clone(),
+                message: "use TAPGATE_KEY or TAPGATE_SECTION__KEY".into(),
+            });
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut table = &mut *doc;
+        for section in &path[..path.len() - 1] {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => table = t,
+                _ => {
+                    problems.push(Problem {
+                        key: name.clone(),
+                        message: format!("{section} is not a section"),
+                    });
+                    return;
+                }
+            }
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(mode: Mode, toml: &str, e: &[(&str, &str)]) -> Vec<String> {
+        match Config::from_sources(mode, Some(toml), &env(e)) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid(ps)) => ps.into_iter().map(|p| p.key).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn demo_defaults_are_local_and_complete() {
+        let c = Config::from_sources(Mode::Demo, None, &[]).unwrap();
+        assert_eq!(c.public_origin, "http://localhost:8080");
+        assert_eq!(c.rp_id, "localhost");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.upstream, Upstream::Echo);
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        assert_eq!(c.assertion_ttl, Duration::from_secs(60));
+        assert_eq!(c.challenge_ttl, Duration::from_secs(120));
+        assert!(!c.secure);
+    }
+
+    #[test]
+    fn port_env_moves_demo_and_public_url() {
+        let c = Config::from_sources(Mode::Demo, None, &env(&[("PORT", "9123")])).unwrap();
+        assert_eq!(c.public_origin, "http://localhost:9123");
+        assert_eq!(c.listen.port(), 9123);
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let c = Config::from_sources(
+            Mode::Demo,
+            Some("upstream = \"http://127.0.0.1:1\"\n[session]\nttl = \"2h\"\n"),
+            &env(&[
+                ("TAPGATE_UPSTREAM", "http://127.0.0.1:3000"),
+                ("TAPGATE_SESSION__TTL", "30m"),
+                ("TAPGATE_HEADERS__IAP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream,
+            Upstream::Url("http://127.0.0.1:3000".parse().unwrap())
+        );
+        assert_eq!(c.session_ttl, Duration::from_secs(1800));
+        assert!(c.iap_headers);
+    }
+
+    #[test]
+    fn serve_requires_explicit_production_values() {
+        let keys = problems(Mode::Serve, "", &[]);
+        assert_eq!(
+            keys,
+            vec![
+                "public_url",
+                "upstream",
+                "store.url",
+                "keys.signing_key_file"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let keys = problems(
+            Mode::Demo,
+            r#"
+public_url = "http://app.example.com"
+[session]
+ttl = "forever"
+[assertion]
+ttl = "10m"
+[webauthn]
+user_verification = "sometimes"
+[[route]]
+path = "admin"
+allow_roles = ["admin"]
+[[route]]
+path = "/x"
+allow_roles = ["Bad Role"]
+"#,
+            &[],
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "public_url",
+                "session.ttl",
+                "assertion.ttl",
+                "webauthn.user_verification",
+                "route[0].path",
+                "route[1].allow_roles",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let keys = problems(Mode::Demo, "[sesion]\nttl = \"1h\"\n", &[]);
+        assert_eq!(keys, vec!["(file)"]);
+    }
+
+    #[test]
+    fn ip_addresses_cannot_be_relying_parties() {
+        let keys = problems(Mode::Demo, "public_url = \"https://10.0.0.1\"\n", &[]);
+        assert!(keys.contains(&"public_url".to_string()));
+    }
+
+    #[test]
+    fn https_public_url_means_secure_cookies() {
+        let c = Config::from_sources(
+            Mode::Demo,
+            Some("public_url = \"https://app.example.com\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(c.secure);
+        assert_eq!(c.assertion_audience, "https://app.example.com");
+    }
+}

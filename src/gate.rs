@@ -1,0 +1,422 @@
+//! The request path for everything that is not `/.tapgate/*`:
+//! cookie/bearer → session (cached verify) → policy → upstream, or a
+//! redirect to sign in, a step-up challenge, or a denial. Never touches the
+//! store.
+
+use crate::audit::{AuditEvent, Outcome};
+use crate::error::HttpError;
+use crate::policy::Decision;
+use crate::server::{App, RequestCtx, now_unix};
+use crate::token::CachedSession;
+use crate::upstream::Forward;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The session presented by a request, if any.
+pub struct Presented {
+    pub session: Option<Arc<CachedSession>>,
+    pub bearer: bool,
+    /// Why a presented token was not accepted (for the reason code).
+    pub rejected: Option<&'static str>,
+}
+
+/// Find and verify the session token: the cookie first, then a bearer.
+pub fn presented(app: &App, headers: &HeaderMap, now: u64) -> Presented {
+    let (token, bearer) = match session_cookie(headers, app.cookie_name) {
+        Some(t) => (Some(t), false),
+        None => (bearer_token(headers), true),
+    };
+    let Some(token) = token else {
+        return Presented {
+            session: None,
+            bearer: false,
+            rejected: None,
+        };
+    };
+    match app.sessions.verify(&app.keys, token, now) {
+        Ok(s) => Presented {
+            session: Some(s),
+            bearer,
+            rejected: None,
+        },
+        Err(crate::token::TokenError::Expired) => Presented {
+            session: None,
+            bearer,
+            rejected: Some("session-expired"),
+        },
+        Err(_) => Presented {
+            session: None,
+            bearer,
+            rejected: Some("session-invalid"),
+        },
+    }
+}
+
+pub fn session_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Paths with dot segments or encoded separators are refused: the policy
+/// matches on the path as written, and the upstream must see the same one.
+pub fn normalised_path(path: &str) -> Result<&str, HttpError> {
+    let lower_has = |needle: &str| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    let bad = !path.starts_with('/')
+        || path.contains("//")
+        || path.contains('\\')
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+        || lower_has("%2e")
+        || lower_has("%2f")
+        || lower_has("%5c")
+        || lower_has("%00");
+    if bad {
+        return Err(HttpError::bad_request(
+            "path-not-normalised",
+            "The request path contains '.', '..', '//', a backslash or an encoded separator. Use the plain path.",
+        ));
+    }
+    Ok(path)
+}
+
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+pub fn login_redirect(rd: &str, max_age: Option<u64>) -> Response {
+    let mut target = String::from("/.tapgate/login?rd=");
+    target.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
+    if let Some(m) = max_age {
+        target.push_str(&format!("&max_age={m}"));
+    }
+    let mut r = StatusCode::FOUND.into_response();
+    // A path we built from a validated path: always a valid header value.
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// What the policy said, as an HTTP outcome (shared by the proxy and the
+/// forward-auth endpoint).
+pub enum Verdict {
+    Allow(crate::policy::Permitted),
+    Respond(Response),
+}
+
+/// The request a decision is about (the original one, for forward-auth).
+pub struct Asked<'a> {
+    /// A browser navigation gets redirects and pages; anything else 401/403.
+    pub navigation: bool,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub target: &'a str,
+    pub client: SocketAddr,
+}
+
+pub fn apply_decision(
+    app: &App,
+    ctx: &RequestCtx,
+    decision: Decision,
+    p: &Presented,
+    asked: &Asked,
+) -> Verdict {
+    match decision {
+        Decision::Allow(permitted) => Verdict::Allow(permitted),
+        Decision::Login { reason } => {
+            let reason = p.rejected.unwrap_or(reason);
+            if asked.navigation {
+                Verdict::Respond(login_redirect(asked.target, None))
+            } else {
+                let message = match reason {
+                    "session-expired" => "Your session has expired. Sign in again and retry.",
+                    "session-invalid" => {
+                        "The session token is not valid here. Sign in again and retry."
+                    }
+                    _ => {
+                        "Sign in first: open this address in a browser and sign in with your passkey."
+                    }
+                };
+                Verdict::Respond(HttpError::unauthenticated(reason, message).into_response())
+            }
+        }
+        Decision::StepUp { max_age, rule } => {
+            let route = app.policy.route_path(rule).unwrap_or("");
+            let mut ev = AuditEvent::new("step_up_required", Outcome::Deny);
+            fill_event(&mut ev, ctx, p, asked.headers, asked.client);
+            ev.route = Some(route.to_owned());
+            ev.reason = Some("auth-too-old".into());
+            app.audit.record(ev);
+            if asked.navigation {
+                Verdict::Respond(login_redirect(asked.target, Some(max_age.as_secs())))
+            } else {
+                let challenge = format!(
+                    "Bearer error=\"insufficient_user_authentication\", error_description=\"a fresh key tap is required\", max_age={}",
+                    max_age.as_secs()
+                );
+                let mut e = HttpError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "auth-too-old",
+                    format!(
+                        "This route needs a key tap within the last {}. Sign in again and retry.",
+                        humantime::format_duration(max_age)
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    e = e.with_header(header::WWW_AUTHENTICATE, v);
+                }
+                Verdict::Respond(e.into_response())
+            }
+        }
+        Decision::Deny { reason, rule } => {
+            let route = rule
+                .and_then(|r| app.policy.route_path(r))
+                .unwrap_or("(none)");
+            let mut ev = AuditEvent::new("policy_denied", Outcome::Deny);
+            fill_event(&mut ev, ctx, p, asked.headers, asked.client);
+            ev.route = Some(route.to_owned());
+            ev.reason = Some(reason.to_owned());
+            app.audit.record(ev);
+            let message = match reason {
+                "route-role-missing" => format!(
+                    "Your account does not have a role that may use {route}. Ask an administrator for access."
+                ),
+                _ => "No rule allows this address. Ask an administrator if you need it.".to_owned(),
+            };
+            Verdict::Respond(HttpError::forbidden(reason, message).into_response())
+        }
+    }
+}
+
+pub fn fill_event(
+    ev: &mut AuditEvent,
+    ctx: &RequestCtx,
+    p: &Presented,
+    headers: &HeaderMap,
+    client: SocketAddr,
+) {
+    if let Some(s) = &p.session {
+        ev.subject = Some(s.principal.subject.to_string());
+        ev.email = Some(s.principal.email.to_string());
+        ev.credential = Some(s.principal.cred.clone());
+    }
+    ev.ip = Some(client.ip().to_string());
+    ev.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    ev.request_id = Some(ctx.id.clone());
+}
+
+/// The reverse-proxy handler (the router's fallback).
+pub async fn proxy(
+    State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .unwrap_or_default();
+    let path = match normalised_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let now = now_unix();
+    let p = presented(&app, req.headers(), now);
+    let decision = app
+        .policy
+        .decide(p.session.as_ref().map(|s| &s.principal), path, now);
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let asked = Asked {
+        navigation: is_navigation(req.method(), req.headers()),
+        method: req.method(),
+        headers: req.headers(),
+        target: &target,
+        client,
+    };
+    let permitted = match apply_decision(&app, &ctx, decision, &p, &asked) {
+        Verdict::Allow(permitted) => permitted,
+        Verdict::Respond(r) => return r,
+    };
+    let Some(upstream) = &app.upstream else {
+        return HttpError::internal("no upstream configured").into_response();
+    };
+    let assertion = p.session.as_ref().map(|s| {
+        s.assertion(
+            &app.keys,
+            &app.config.assertion_audience,
+            now,
+            app.config.assertion_ttl.as_secs(),
+        )
+    });
+    let fwd = Forward {
+        permitted,
+        session: p.session.as_deref(),
+        assertion,
+        client_addr: client,
+        request_id: &ctx.id,
+        bearer_used: p.bearer,
+    };
+    match upstream.forward(req, fwd, &app.identity).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/.tapgate/auth`: the forward-auth decision for nginx `auth_request`,
+/// Envoy ext_authz (HTTP) and Traefik ForwardAuth.
+pub async fn forward_auth(
+    State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .unwrap_or_default();
+    let h = req.headers();
+    let header_str = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let method = header_str("x-original-method")
+        .or_else(|| header_str("x-forwarded-method"))
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    let target = header_str("x-original-uri")
+        .or_else(|| header_str("x-forwarded-uri"))
+        .unwrap_or("/")
+        .to_owned();
+    let path = target.split('?').next().unwrap_or("/");
+    let path = match normalised_path(path) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let now = now_unix();
+    let p = presented(&app, h, now);
+    let decision = app
+        .policy
+        .decide(p.session.as_ref().map(|s| &s.principal), path, now);
+    // The subrequest itself is not a navigation: always answer 401/403
+    // and let the front proxy turn 401 into a redirect to the login page.
+    let asked = Asked {
+        navigation: false,
+        method: &method,
+        headers: h,
+        target: &target,
+        client,
+    };
+    match apply_decision(&app, &ctx, decision, &p, &asked) {
+        Verdict::Respond(r) => r,
+        Verdict::Allow(_permitted) => {
+            let mut r = StatusCode::OK.into_response();
+            if let Some(s) = &p.session {
+                let pr = &s.principal;
+                let hs = r.headers_mut();
+                for (name, value) in [
+                    ("x-tapgate-user", pr.subject.to_string()),
+                    ("x-tapgate-email", pr.email.to_string()),
+                    ("x-tapgate-roles", pr.roles_csv()),
+                ] {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        hs.insert(name, v);
+                    }
+                }
+                hs.insert(
+                    "x-tapgate-assertion",
+                    s.assertion(
+                        &app.keys,
+                        &app.config.assertion_audience,
+                        now,
+                        app.config.assertion_ttl.as_secs(),
+                    ),
+                );
+            }
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_normalisation_refuses_tricks() {
+        for ok in ["/", "/a/b", "/a.b/c..d", "/%41"] {
+            assert!(normalised_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/admin/../x",
+            "/./admin",
+            "//admin",
+            "/a/%2e%2e/b",
+            "/a%2Fb",
+            "/a\\b",
+            "/a/..",
+            "/x%00",
+        ] {
+            assert!(normalised_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookie_and_bearer_extraction() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tapgate_session=tok; b=2"),
+        );
+        assert_eq!(session_cookie(&h, "tapgate_session"), Some("tok"));
+        assert_eq!(session_cookie(&h, "__Host-tapgate_session"), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+    }
+
+    #[test]
+    fn navigation_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!is_navigation(&Method::GET, &h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
+        assert!(is_navigation(&Method::GET, &h));
+        assert!(!is_navigation(&Method::POST, &h));
+    }
+}

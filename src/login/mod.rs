@@ -1,0 +1,254 @@
+//! HTTP for the WebAuthn ceremonies: `options` → (browser) → `verify` →
+//! session token → `Set-Cookie`. Ceremony state travels signed (cookie and
+//! a `ceremony` field), so any instance can finish what another began; the
+//! store makes each challenge single-use.
+
+mod authenticate;
+mod register;
+
+pub use authenticate::{login_options, login_verify, logout, me};
+pub use register::{register_options, register_verify};
+
+use crate::audit::{AuditEvent, Outcome};
+use crate::error::HttpError;
+use crate::server::{App, RequestCtx};
+use crate::token::{CeremonyKind, CeremonyState, TokenError};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+pub const CEREMONY_COOKIE: &str = "tapgate_ceremony";
+
+/// A JSON body whose every rejection is one of our 400s (axum's default
+/// is plain text).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                use axum::extract::rejection::JsonRejection as J;
+                let (status, code, message) = match &rejection {
+                    J::MissingJsonContentType(_) => (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "json-content-type-required",
+                        "Send the body as JSON with Content-Type: application/json.".to_owned(),
+                    ),
+                    J::JsonSyntaxError(_) => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid-json",
+                        "The body is not valid JSON.".to_owned(),
+                    ),
+                    J::JsonDataError(e) => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid-request",
+                        format!(
+                            "The JSON body does not have the expected fields: {}",
+                            short(&e.body_text(), 200)
+                        ),
+                    ),
+                    J::BytesRejection(_) => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body-too-large",
+                        "The request body is too large (64 KiB at most).".to_owned(),
+                    ),
+                    _ => (
+                        StatusCode::BAD_REQUEST,
+                        "invalid-request",
+                        rejection.body_text(),
+                    ),
+                };
+                Err(HttpError::new(status, code, message))
+            }
+        }
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n).collect::<String>() + "…"
+    }
+}
+
+/// `rd` must be a same-origin path; anything else becomes `/`.
+pub fn safe_rd(rd: Option<&str>) -> String {
+    let Some(rd) = rd else { return "/".into() };
+    let ok = rd.starts_with('/')
+        && !rd.starts_with("//")
+        && !rd.contains('\\')
+        && !rd.chars().any(|c| c.is_control() || c.is_whitespace())
+        && rd.len() <= 2048
+        // Never bounce back into a ceremony or API endpoint.
+        && !rd.starts_with("/.tapgate/api/")
+        && !rd.starts_with("/.tapgate/logout");
+    if ok { rd.to_owned() } else { "/".into() }
+}
+
+pub fn set_cookie(
+    app: &App,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+    same_site: &str,
+) -> HeaderValue {
+    let secure = if app.config.secure { "; Secure" } else { "" };
+    let c = format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+    );
+    // Tokens are base64url and dots; names and paths are ours: valid ASCII.
+    HeaderValue::from_str(&c).expect("cookie is ASCII")
+}
+
+pub fn session_cookie(app: &App, token: &str) -> HeaderValue {
+    set_cookie(
+        app,
+        app.cookie_name,
+        token,
+        "/",
+        app.config.session_ttl.as_secs(),
+        "Lax",
+    )
+}
+
+pub fn clear_session_cookie(app: &App) -> HeaderValue {
+    set_cookie(app, app.cookie_name, "", "/", 0, "Lax")
+}
+
+fn ceremony_cookie(app: &App, sealed: &str) -> HeaderValue {
+    set_cookie(
+        app,
+        CEREMONY_COOKIE,
+        sealed,
+        "/.tapgate/api/",
+        app.config.challenge_ttl.as_secs(),
+        "Strict",
+    )
+}
+
+fn clear_ceremony_cookie(app: &App) -> HeaderValue {
+    set_cookie(app, CEREMONY_COOKIE, "", "/.tapgate/api/", 0, "Strict")
+}
+
+/// Open the ceremony state from the body field or the cookie, check its
+/// kind, and burn its challenge (at most once, across all instances).
+async fn take_ceremony(
+    app: &App,
+    headers: &HeaderMap,
+    field: Option<&str>,
+    kind: CeremonyKind,
+    now: u64,
+) -> Result<(CeremonyState, Vec<u8>), HttpError> {
+    let sealed = field
+        .filter(|s| !s.is_empty())
+        .or_else(|| crate::gate::session_cookie(headers, CEREMONY_COOKIE))
+        .ok_or_else(|| {
+            HttpError::bad_request(
+                "ceremony-missing",
+                "No ceremony in progress: start again from the sign-in or invite page.",
+            )
+        })?;
+    let state = app.keys.open_ceremony(sealed, now).map_err(|e| match e {
+        TokenError::Expired => HttpError::bad_request(
+            "ceremony-expired",
+            format!(
+                "That took longer than {} and the request expired. Start again.",
+                humantime::format_duration(app.config.challenge_ttl)
+            ),
+        ),
+        _ => HttpError::bad_request(
+            "ceremony-invalid",
+            "The ceremony state is not valid. Reload the page and start again.",
+        ),
+    })?;
+    if state.kind != kind {
+        return Err(HttpError::bad_request(
+            "ceremony-wrong-kind",
+            "This answer belongs to another kind of ceremony (registration vs sign-in). Reload the page and start again.",
+        ));
+    }
+    let challenge = tapgate_webauthn::base64url_decode(&state.challenge).map_err(|_| {
+        HttpError::bad_request(
+            "ceremony-invalid",
+            "The ceremony state is not valid. Start again.",
+        )
+    })?;
+    if !app
+        .store
+        .consume_challenge(&challenge, state.exp, now)
+        .await?
+    {
+        return Err(HttpError::bad_request(
+            "challenge-reused",
+            "This sign-in request was already used. Reload the page and start again.",
+        ));
+    }
+    Ok((state, challenge))
+}
+
+/// An audit event pre-filled with the request's client facts.
+fn event(
+    name: &'static str,
+    outcome: Outcome,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    client: std::net::SocketAddr,
+) -> AuditEvent {
+    let mut ev = AuditEvent::new(name, outcome);
+    ev.ip = Some(client.ip().to_string());
+    ev.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    ev.request_id = Some(ctx.id.clone());
+    ev
+}
+
+/// Map a WebAuthn verification failure to a 400 with the crate's reason
+/// and message.
+fn webauthn_error(e: &tapgate_webauthn::Error) -> HttpError {
+    HttpError::bad_request(e.reason(), e.to_string())
+}
+
+/// A JSON response with extra `Set-Cookie` headers.
+fn json_with_cookies(body: serde_json::Value, cookies: &[HeaderValue]) -> Response {
+    let mut r = axum::Json(body).into_response();
+    for c in cookies {
+        r.headers_mut().append(header::SET_COOKIE, c.clone());
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_rd;
+
+    #[test]
+    fn open_redirects_fall_back_to_root() {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "javascript:alert(1)",
+            "/\t/evil",
+            "evil",
+            "/.tapgate/api/login/verify",
+            "",
+        ] {
+            assert_eq!(safe_rd(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_rd(None), "/");
+        for good in ["/", "/app?x=1#y", "/.tapgate/account", "/a/b%20c"] {
+            assert_eq!(safe_rd(Some(good)), good);
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Binds and builds THE router. `/.tapgate/*` are tapgate's own pages and
+//! APIs; every other path goes through the gate to the upstream. The layer
+//! order is in [`router`], one comment each.
+
+use crate::audit::Audit;
+use crate::config::{Config, KeySource, Upstream as UpstreamConfig};
+use crate::error::HttpError;
+use crate::policy::Policy;
+use crate::store::DynStore;
+use crate::token::{KeyRing, SessionCache, SigningKey};
+use crate::upstream::{Identity, Upstream};
+use crate::{gate, login, pages};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything a request may need, built once at start.
+pub struct App {
+    pub config: Config,
+    pub keys: KeyRing,
+    pub sessions: SessionCache,
+    pub store: DynStore,
+    pub audit: Audit,
+    pub policy: Policy,
+    /// `None` until the demo's echo app is bound (then always `Some`).
+    pub upstream: Option<Upstream>,
+    pub identity: Identity,
+    pub rp: tapgate_webauthn::RelyingParty,
+    pub cookie_name: &'static str,
+}
+
+/// Per-request context, the only state shared across layers.
+#[derive(Clone, Debug, Default)]
+pub struct RequestCtx {
+    pub id: String,
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signing key: {0}")]
+    Key(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Load or create the signing key named by the config.
+pub fn load_key(source: &KeySource) -> Result<SigningKey, StartError> {
+    let pem = match source {
+        KeySource::Pem(pem) => pem.clone(),
+        KeySource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| StartError::Key(format!("cannot read {}: {e}", path.display())))?,
+        KeySource::GenerateInto(path) => match std::fs::read_to_string(path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let pem = SigningKey::generate_pem();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StartError::Key(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                write_private(path, &pem).map_err(|e| {
+                    StartError::Key(format!("cannot write {}: {e}", path.display()))
+                })?;
+                pem
+            }
+            Err(e) => {
+                return Err(StartError::Key(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        },
+    };
+    SigningKey::from_pem(&pem).map_err(|e| StartError::Key(e.to_string()))
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+impl App {
+    /// Build the application state: key, store, policy, upstream client.
+    pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
+        let key = load_key(&config.signing_key)?;
+        let store = crate::store::open(&config.store_url).await?;
+        App::with_parts(config, key, store)
+    }
+
+    pub fn with_parts(
+        config: Config,
+        key: SigningKey,
+        store: DynStore,
+    ) -> Result<Arc<App>, StartError> {
+        let upstream = match &config.upstream {
+            UpstreamConfig::Url(u) => Some(
+                Upstream::new(u, config.proxy_timeout, config.proxy_connect_timeout)
+                    .map_err(StartError::Upstream)?,
+            ),
+            UpstreamConfig::Echo => None,
+        };
+        Ok(Arc::new(App::assemble(config, key, store, upstream)))
+    }
+
+    pub fn assemble(
+        config: Config,
+        key: SigningKey,
+        store: DynStore,
+        upstream: Option<Upstream>,
+    ) -> App {
+        let keys = KeyRing::new(key, Vec::new(), config.public_origin.clone());
+        let rp = tapgate_webauthn::RelyingParty {
+            id: config.rp_id.clone(),
+            origins: vec![config.public_origin.clone()],
+            user_verification: config.user_verification,
+        };
+        let identity = Identity {
+            iap: config.iap_headers,
+            oauth2_proxy: config.oauth2_proxy_headers,
+            forwarded_proto: if config.secure { "https" } else { "http" },
+            session_cookie: if config.secure {
+                "__Host-tapgate_session"
+            } else {
+                "tapgate_session"
+            },
+        };
+        App {
+            policy: Policy::compile(&config.routes),
+            cookie_name: identity.session_cookie,
+            identity,
+            keys,
+            sessions: SessionCache::default(),
+            store,
+            audit: Audit::new(instance_id()),
+            upstream,
+            rp,
+            config,
+        }
+    }
+}
+
+fn instance_id() -> String {
+    // Cloud Run names the revision; add randomness to tell instances apart.
+    let rev = std::env::var("K_REVISION").unwrap_or_else(|_| "local".into());
+    format!("{rev}-{}", crate::crypto::random_token(4))
+}
+
+/// THE router. Layers wrap from the inside out: the last `.layer` runs first.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/register/options", post(login::register_options))
+        .route("/register/verify", post(login::register_verify))
+        .route("/login/options", post(login::login_options))
+        .route("/login/verify", post(login::login_verify))
+        .route("/me", get(login::me))
+        // Ceremony bodies are small; refuse anything larger before parsing.
+        .layer(DefaultBodyLimit::max(64 * 1024));
+
+    let own = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/jwks.json", get(jwks))
+        .route("/login", get(|| async { pages::page(pages::LOGIN) }))
+        .route("/register", get(|| async { pages::page(pages::REGISTER) }))
+        .route("/account", get(|| async { pages::page(pages::ACCOUNT) }))
+        .route("/static/{file}", get(static_asset))
+        .route("/logout", post(login::logout))
+        .route("/auth", any(gate::forward_auth))
+        .nest("/api", api)
+        .fallback(|| async { HttpError::not_found() })
+        // State-changing requests to our own endpoints must come from our
+        // own pages (or from a non-browser client): CSRF defence.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            same_origin_writes,
+        ));
+
+    Router::new()
+        .nest("/.tapgate", own)
+        // Everything else: session → policy → upstream.
+        .fallback(gate::proxy)
+        // Demo: serve only under the public host name (WebAuthn needs it).
+        .layer(middleware::from_fn_with_state(app.clone(), canonical_host))
+        // Outermost: request id, error rendering (JSON or page), access log.
+        .layer(middleware::from_fn(request_context))
+        .with_state(app)
+}
+
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let id = crate::crypto::random_token(9);
+    let wants_html = gate::is_navigation(req.method(), req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = Instant::now();
+    req.extensions_mut().insert(RequestCtx { id: id.clone() });
+    let mut response = next.run(req).await;
+    if let Some(err) = response.extensions_mut().remove::<HttpError>() {
+        let level_detail = err.internal.as_deref().unwrap_or("");
+        match err.fault {
+            crate::error::Fault::Client => {
+                tracing::info!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, "request refused")
+            }
+            _ => {
+                tracing::warn!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, detail = level_detail, fault = ?err.fault, "request failed")
+            }
+        }
+        let mut rendered = if wants_html {
+            let title = match err.status {
+                StatusCode::FORBIDDEN => "Access denied",
+                StatusCode::NOT_FOUND => "Not found",
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    "The service is not answering"
+                }
+                s if s.is_server_error() => "Something went wrong",
+                _ => "This request cannot be completed",
+            };
+            let action = if err.status == StatusCode::FORBIDDEN {
+                ("/.tapgate/account", "Your account")
+            } else {
+                ("/", "Go to the start page")
+            };
+            pages::error_page(err.status, title, &err.message, &id, action)
+        } else {
+            let mut r = (
+                err.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::error::json_body(err.code, &err.message, &id),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        };
+        for (k, v) in err.headers {
+            rendered.headers_mut().append(k, v);
+        }
+        response = rendered;
+    }
+    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+async fn canonical_host(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if app.config.canonical_host_redirect {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+        if name != app.config.public_host {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("{}{}", app.config.public_origin, pq);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+async fn same_origin_writes(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST
+        || req.method() == Method::PUT
+        || req.method() == Method::DELETE
+        || req.method() == Method::PATCH
+    {
+        let h = req.headers();
+        let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let cross = match origin {
+            Some(o) => o != app.config.public_origin,
+            // No Origin: a non-browser client, or a browser telling us the site.
+            None => matches!(site, Some("cross-site" | "same-site")),
+        };
+        if cross {
+            return HttpError::forbidden(
+                "cross-origin-request",
+                format!(
+                    "This request came from another site. Open {} directly and try again.",
+                    app.config.public_origin
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(e)) => HttpError::store_unavailable(e.to_string()).into_response(),
+        Err(_) => HttpError::store_unavailable("ping timed out").into_response(),
+    }
+}
+
+async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let mut r = axum::Json(app.keys.jwks()).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+async fn static_asset(Path(file): Path<String>) -> Response {
+    pages::asset(&file).unwrap_or_else(|| HttpError::not_found().into_response())
+}
+
+/// Serve until Ctrl-C / SIGTERM (Cloud Run sends SIGTERM, then waits).
+pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
+    let router = router(app);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,378 @@
+//! Forwarding to the upstream: strip what the client must not be able to
+//! assert (identity headers, our cookie and bearer token, hop-by-hop
+//! headers), add the identity we vouch for, stream both bodies, and carry
+//! WebSocket (any `Upgrade`) connections. Needs a [`Permitted`].
+
+use crate::error::HttpError;
+use crate::policy::Permitted;
+use crate::token::CachedSession;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// Path prefix of the upstream URL without trailing '/' ("" for none).
+    base_path: String,
+    host_header: HeaderValue,
+    timeout: Duration,
+}
+
+/// What the gate knows about the request, for the forwarded headers.
+pub struct Forward<'a> {
+    pub permitted: Permitted,
+    pub session: Option<&'a CachedSession>,
+    pub assertion: Option<HeaderValue>,
+    pub client_addr: SocketAddr,
+    pub request_id: &'a str,
+    /// Whether the session came from `Authorization: Bearer` (then strip it).
+    pub bearer_used: bool,
+}
+
+pub struct Identity {
+    pub iap: bool,
+    pub oauth2_proxy: bool,
+    pub forwarded_proto: &'static str,
+    pub session_cookie: &'static str,
+}
+
+impl Upstream {
+    pub fn new(
+        url: &url::Url,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(http);
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| format!("upstream URL: {e}"))?;
+        let scheme = uri.scheme().cloned().ok_or("upstream URL has no scheme")?;
+        let authority = uri.authority().cloned().ok_or("upstream URL has no host")?;
+        let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        Ok(Upstream {
+            client,
+            scheme,
+            authority,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            host_header,
+            timeout,
+        })
+    }
+
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        fwd: Forward<'_>,
+        id: &Identity,
+    ) -> Result<Response<Body>, HttpError> {
+        let _ = fwd.permitted.rule();
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .build()
+            .map_err(|e| {
+                HttpError::bad_request(
+                    "bad-request-target",
+                    format!("The request path cannot be forwarded: {e}"),
+                )
+            })?;
+
+        let upgrade = upgrade_protocol(req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let original_host = req.headers().get(header::HOST).cloned();
+
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        strip_identity(headers);
+        strip_own_credentials(headers, id.session_cookie, fwd.bearer_used);
+
+        // X-Forwarded-*: append the peer to any chain a load balancer set.
+        let peer = fwd.client_addr.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
+            _ => peer,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(id.forwarded_proto),
+        );
+        if let Some(h) = original_host {
+            headers.insert("x-forwarded-host", h);
+        }
+        headers.insert(header::HOST, self.host_header.clone());
+        if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+            headers.insert("x-request-id", v);
+        }
+
+        if let Some(s) = fwd.session {
+            let p = &s.principal;
+            let user = HeaderValue::from_str(p.subject.as_str());
+            let email = HeaderValue::from_str(p.email.as_str());
+            let roles = HeaderValue::from_str(&p.roles_csv());
+            // Subjects, emails and roles are validated ASCII at creation;
+            // if one ever were not, send no identity rather than a wrong one.
+            if let (Ok(user), Ok(email), Ok(roles)) = (user, email, roles) {
+                if id.iap {
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("accounts.google.com:{}", p.email))
+                    {
+                        headers.insert("x-goog-authenticated-user-email", v);
+                    }
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("accounts.google.com:{}", p.subject))
+                    {
+                        headers.insert("x-goog-authenticated-user-id", v);
+                    }
+                }
+                if id.oauth2_proxy {
+                    headers.insert("x-auth-request-user", user.clone());
+                    headers.insert("x-auth-request-email", email.clone());
+                    headers.insert("x-auth-request-groups", roles.clone());
+                }
+                headers.insert("x-tapgate-user", user);
+                headers.insert("x-tapgate-email", email);
+                headers.insert("x-tapgate-roles", roles);
+                if let Some(a) = fwd.assertion {
+                    headers.insert("x-tapgate-assertion", a);
+                }
+            }
+        }
+        if let Some(proto) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, proto.clone());
+        }
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+
+        let response = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => {
+                return Err(HttpError::upstream(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    "The service behind tapgate did not answer in time. Try again shortly.",
+                    format!("no response headers within {:?}", self.timeout),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(HttpError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-unavailable",
+                    "The service behind tapgate cannot be reached right now. Try again shortly.",
+                    format!("{e:?}"),
+                ));
+            }
+            Ok(Ok(r)) => r,
+        };
+
+        let (mut parts, body) = response.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let mut upstream_resp = Response::from_parts(parts.clone(), ());
+                let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                        let mut c = hyper_util::rt::TokioIo::new(c);
+                        let mut u = hyper_util::rt::TokioIo::new(u);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                });
+                return Ok(Response::from_parts(parts, Body::empty()));
+            }
+            return Err(HttpError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream-bad-response",
+                "The service behind tapgate answered with an unexpected protocol switch.",
+                "101 without an upgrade request",
+            ));
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let wants = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// RFC 9110 §7.6.1: connection-specific headers are not forwarded.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// Headers an upstream might read as identity: ours, and those of the
+/// proxies tapgate replaces (Google IAP, oauth2-proxy, Authelia, …).
+pub fn is_identity_header(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "x-tapgate-",
+        "x-auth-request-",
+        "x-goog-authenticated-",
+        "x-goog-iap-",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+        "remote-",
+    ];
+    const EXACT: &[&str] = &["x-remote-user", "x-webauth-user", "x-user", "x-email"];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || EXACT.contains(&name)
+}
+
+pub fn strip_identity(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_identity_header(n.as_str()))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+/// Remove our session cookie from `Cookie` (keeping the others) and, if the
+/// session came as a bearer token, the `Authorization` header.
+pub fn strip_own_credentials(h: &mut HeaderMap, cookie_name: &str, bearer_used: bool) {
+    if bearer_used {
+        h.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    h.remove(header::COOKIE);
+    let kept: Vec<&str> = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("").trim();
+            !c.is_empty()
+                && name != cookie_name
+                && !name.starts_with("tapgate_")
+                && !name.starts_with("__Host-tapgate_")
+        })
+        .collect();
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_recognised() {
+        for n in [
+            "x-tapgate-user",
+            "x-tapgate-assertion",
+            "x-auth-request-email",
+            "x-goog-authenticated-user-email",
+            "x-goog-iap-jwt-assertion",
+            "x-forwarded-user",
+            "remote-user",
+            "x-webauth-user",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "accept",
+            "x-request-id",
+            "x-cloud-trace-context",
+        ] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn own_cookie_removed_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tapgate_session=secret; b=2"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("tapgate_ceremony=x"),
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        strip_own_credentials(&mut h, "tapgate_session", false);
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        assert!(h.get(header::AUTHORIZATION).is_some());
+        strip_own_credentials(&mut h, "tapgate_session", true);
+        assert!(h.get(header::AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_including_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end-to-end"));
+    }
+}
