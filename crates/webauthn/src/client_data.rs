@@ -44,12 +44,16 @@ pub(crate) fn verify(
     expected_challenge: &[u8],
     rp: &RelyingParty,
 ) -> Result<(), Error> {
-    // serde_json checks UTF-8 as the spec's "UTF-8 decode" step requires.
+    // The spec's "UTF-8 decode" step. Checked on the whole input first: serde_json does not
+    // check the UTF-8 of members it skips, so it alone would let invalid bytes through.
+    let text = std::str::from_utf8(raw).map_err(|_| Error::ClientDataMalformed {
+        detail: "not UTF-8".to_string(),
+    })?;
     let c: CollectedClientData =
-        serde_json::from_slice(raw).map_err(|e| Error::ClientDataMalformed {
+        serde_json::from_str(text).map_err(|e| Error::ClientDataMalformed {
             detail: match e.classify() {
                 serde_json::error::Category::Data => "a required member is missing or mistyped",
-                _ => "not UTF-8 JSON",
+                _ => "not JSON",
             }
             .to_string(),
         })?;
@@ -190,6 +194,8 @@ mod tests {
             b"[]",
             b"{}",
             b"\xff\xfe",
+            // Invalid UTF-8 inside a member the verifier otherwise ignores.
+            b"{\"type\":\"webauthn.get\",\"challenge\":\"Y2hhbGxlbmdlLWJ5dGVz\",\"origin\":\"https://example.org\",\"x\":\"\xc3\x28\"}",
             br#"{"type":"webauthn.get"}"#,
             br#"{"type":1,"challenge":"x","origin":"y"}"#,
         ] {
