@@ -274,6 +274,30 @@ pub fn verify_authentication(
     })
 }
 
+/// Entry points for robustness tests and fuzzers: every parser of untrusted bytes, results
+/// discarded. Not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// Feeds `bytes` to each parser as if it were that parser's input.
+    pub fn parsers(bytes: &[u8]) {
+        let rp = RelyingParty {
+            id: "localhost".into(),
+            origins: vec!["http://localhost:8080".into()],
+            user_verification: UserVerification::Preferred,
+        };
+        let _ = client_data::verify(bytes, Ceremony::Create, b"challenge", &rp);
+        if let Ok(ad) = AuthenticatorData::parse(bytes) {
+            let _ = ad.verify_policy(&rp);
+        }
+        let _ = AttestationObject::parse(bytes);
+        let _ = PublicKey::from_cose(bytes);
+        let _ = attestation::parse_certificate(bytes);
+        let _ = base64url_decode(&String::from_utf8_lossy(bytes));
+    }
+}
+
 fn check_credential_type(found: &str) -> Result<(), Error> {
     if found == "public-key" {
         Ok(())

@@ -110,6 +110,11 @@ impl Statement {
     }
 }
 
+/// Parses a certificate as the formats do (for robustness tests).
+pub(crate) fn parse_certificate(der: &[u8]) -> Result<(), Error> {
+    certificate::AttestationCertificate::parse(der).map(|_| ())
+}
+
 /// Everything an attestation statement may sign or be checked against.
 pub(crate) struct Context<'a> {
     pub auth_data_raw: &'a [u8],
