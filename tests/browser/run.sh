@@ -29,7 +29,9 @@ fi
 
 if [ -z "${TAPGATE_BIN:-}" ]; then
   TAPGATE_BIN="$repo/target/debug/tapgate"
-  if [ ! -x "$TAPGATE_BIN" ]; then
+  # The pages are compiled into the binary (include_str!), so a page edited
+  # after the last build means a stale binary: rebuild then too.
+  if [ ! -x "$TAPGATE_BIN" ] || [ -n "$(find "$repo/src/pages/assets" -newer "$TAPGATE_BIN" -print -quit)" ]; then
     echo "run.sh: building $TAPGATE_BIN" >&2
     (cd "$repo" && cargo build)
   fi

@@ -67,8 +67,11 @@ export function withTimeout(promise, ms, what) {
 // invite URL on a line of its own. The returned object keeps all output for
 // diagnostics.
 export async function startTapgate({ cwd, port, upstream, extraEnv = {} }) {
-  const env = { ...process.env, PORT: String(port), ...extraEnv };
-  delete env.TAPGATE_UPSTREAM;
+  const env = { ...process.env };
+  // Every TAPGATE_* variable is configuration to tapgate (an unknown key is an
+  // error), so none leaks in from the shell, e.g. run.sh's TAPGATE_BIN.
+  for (const key of Object.keys(env)) if (key.startsWith('TAPGATE_')) delete env[key];
+  Object.assign(env, { PORT: String(port) }, extraEnv);
   if (upstream) env.TAPGATE_UPSTREAM = upstream;
   if (!env.RUST_LOG) env.RUST_LOG = 'info';
   const child = spawn(tapgateBin, ['demo'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
