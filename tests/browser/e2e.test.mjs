@@ -301,3 +301,41 @@ test('the built-in echo app shows the signed-in user and the decoded assertion',
     }],
   ], diagnose);
 });
+
+test('an unreachable upstream gets tapgate\'s error page, with a request id', { timeout: 60_000 }, async (t) => {
+  const dir = await tempDir('tapgate-browser-502-');
+  const port = await freePort();
+  const dead = await freePort(); // nothing listens here
+  let gate;
+  let session;
+  t.after(async () => {
+    await session?.close();
+    await gate?.stop();
+    await removeDir(dir);
+  });
+  const diagnose = async () => `page URL: ${session?.page.url()}\n${gate ? gate.tail() : ''}`;
+
+  await steps(t, [
+    ['register, then the app address answers 502 with the error page', async () => {
+      gate = await startTapgate({ cwd: dir, port, upstream: `http://127.0.0.1:${dead}` });
+      session = await newPageWithAuthenticator(browser);
+      const { page } = session;
+      await page.goto(gate.invite);
+      const reply = page.waitForResponse((r) => new URL(r.url()).pathname === '/' && r.request().isNavigationRequest());
+      await page.getByRole('button', { name: 'Create passkey' }).click();
+      const res = await reply;
+      assert.equal(res.status(), 502);
+      assert.match(res.headers()['content-security-policy'] || '', /default-src 'none'/);
+      const title = await page.locator('h1').innerText();
+      assert.ok(title && !title.includes('{{'), `the error page has a filled-in title: ${title}`);
+      const requestId = await page.locator('.request-id').innerText();
+      assert.match(requestId, /^\S+$/, 'the error page shows a request id');
+      const action = page.locator('main .actions a');
+      assert.ok(await action.getAttribute('href'), 'the error page offers one action');
+      const html = await page.content();
+      assert.ok(!html.includes('{{'), 'no unfilled placeholders');
+      assert.deepEqual(session.problems.filter((p) => !/status of 502/.test(p.text)), [], 'no console errors besides the 502 itself');
+      await screenshot(page, 'error-502');
+    }],
+  ], diagnose);
+});

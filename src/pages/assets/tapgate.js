@@ -355,7 +355,7 @@
 
     function startConditional() {
       var controller = new AbortController();
-      var state = { controller: controller, aborted: false };
+      var state = { controller: controller, aborted: false, picked: false };
       state.done = api(API + '/login/options', rd ? { rd: rd } : {})
         .then(function (opts) {
           if (state.aborted) return null;
@@ -365,13 +365,16 @@
             signal: controller.signal
           }).then(function (cred) {
             if (state.aborted || !cred) return null;
+            state.picked = true;
             setBusy(button, true, 'Signing in…');
             return finish(cred, opts.ceremony);
           });
         })
         .catch(function (err) {
-          if (state.aborted || (err && err.name === 'AbortError')) return;
-          // Autofill is a convenience: its failures are shown, but the button still works.
+          // Until a passkey is picked nobody asked for anything, so a failure
+          // (no passkeys here, options not loaded, a browser that rejects
+          // autofill) stays quiet: the button still works and explains itself.
+          if (state.aborted || !state.picked) return;
           setBusy(button, false);
           showError(err, 'login');
         });
@@ -441,7 +444,6 @@
     // prompt follows the click directly (Safari wants that); a retry, or a
     // press long after loading, fetches a fresh challenge.
     var cached = null; // {opts, at}
-    var FRESH_MS = 120 * 1000;
 
     function fetchOptions() {
       return api(API + '/register/options', invite ? { invite: invite } : {});
@@ -500,7 +502,9 @@
       setBusy(button, true, 'Waiting for your key…');
       setStatus('busy', 'Follow your browser\'s prompt: touch your security key, or use your fingerprint, face or PIN to create the passkey.');
 
-      var ready = cached && Date.now() - cached.at < FRESH_MS ? Promise.resolve(cached.opts) : fetchOptions();
+      // Half the ceremony's timeout leaves time to finish before it expires.
+      var fresh = cached && Date.now() - cached.at < ((cached.opts.publicKey && cached.opts.publicKey.timeout) || 120000) / 2;
+      var ready = fresh ? Promise.resolve(cached.opts) : fetchOptions();
       cached = null; // a challenge is good for one attempt only
       var ceremony;
       ready

@@ -268,6 +268,8 @@ export async function newPageWithAuthenticator(browser) {
     context,
     page,
     problems,
+    cdp,
+    authenticatorId,
     async credentials() {
       const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
       return credentials;
