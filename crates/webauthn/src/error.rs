@@ -195,7 +195,7 @@ impl fmt::Display for Error {
         match self {
             Error::Base64Invalid { field } => write!(
                 f,
-                "the browser sent a {field} that is not base64url; send the credential as \
+                "the {field} the browser sent is not base64url; send the credential as \
                  PublicKeyCredential.toJSON() produces it"
             ),
             Error::CredentialTypeInvalid { found } => write!(
