@@ -302,7 +302,7 @@ test('the built-in echo app shows the signed-in user and the decoded assertion',
   ], diagnose);
 });
 
-test('an unreachable upstream gets tapgate\'s error page, with a request id', { timeout: 60_000 }, async (t) => {
+test('error paths: an unreachable upstream, an unknown passkey', { timeout: 60_000 }, async (t) => {
   const dir = await tempDir('tapgate-browser-502-');
   const port = await freePort();
   const dead = await freePort(); // nothing listens here
@@ -336,6 +336,35 @@ test('an unreachable upstream gets tapgate\'s error page, with a request id', { 
       assert.ok(!html.includes('{{'), 'no unfilled placeholders');
       assert.deepEqual(session.problems.filter((p) => !/status of 502/.test(p.text)), [], 'no console errors besides the 502 itself');
       await screenshot(page, 'error-502');
+    }],
+
+    ['a passkey the site does not know gets the server\'s message, and the browser is told', async () => {
+      await session.close();
+      session = await newPageWithAuthenticator(browser);
+      const { page } = session;
+      await page.addInitScript(() => {
+        const PKC = window.PublicKeyCredential;
+        if (PKC && typeof PKC.signalUnknownCredential === 'function') {
+          const real = PKC.signalUnknownCredential.bind(PKC);
+          window.__signalled = [];
+          PKC.signalUnknownCredential = (o) => { window.__signalled.push(o); return real(o); };
+        }
+      });
+      const stranger = Buffer.from('a key tapgate never saw').toString('base64url');
+      await session.addCredential({ id: stranger, rpId: 'localhost', userHandle: 'nobody' });
+      await page.goto(`${gate.base}/.tapgate/login?rd=%2F`);
+      await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+      const status = page.locator('#status.status--error');
+      await status.waitFor();
+      const text = await status.innerText();
+      assert.match(text, /Request ID: \S+/, `the error shows a request id: ${text}`);
+      assert.ok(page.url().startsWith(`${gate.base}/.tapgate/login`), 'still on the login page');
+      assert.equal(await page.getByRole('button', { name: 'Sign in with a passkey' }).isVisible(), true, 'the button is offered again');
+      const signalled = await page.evaluate(() => window.__signalled);
+      if (signalled) {
+        assert.deepEqual(signalled.map((o) => o.credentialId), [stranger], 'signalUnknownCredential names the refused key');
+      }
+      await screenshot(page, 'login-unknown-key');
     }],
   ], diagnose);
 });

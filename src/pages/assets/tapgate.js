@@ -344,12 +344,23 @@
       return body;
     }
 
-    function finish(cred, ceremony) {
+    function finish(cred, opts) {
       setStatus('busy', 'Checking your key…');
-      return api(API + '/login/verify', { credential: credentialToJSON(cred), ceremony: ceremony })
+      return api(API + '/login/verify', { credential: credentialToJSON(cred), ceremony: opts.ceremony })
         .then(function (res) {
           setStatus('success', 'Signed in. Taking you back…');
           go(res.redirect || rd || '/');
+        }, function (err) {
+          // A passkey this site no longer knows: tell the password manager,
+          // so it stops offering it (WebAuthn Signal API, where supported).
+          if (err instanceof ApiError && err.code === 'credential-unknown' &&
+              typeof window.PublicKeyCredential.signalUnknownCredential === 'function') {
+            window.PublicKeyCredential.signalUnknownCredential({
+              rpId: (opts.publicKey && opts.publicKey.rpId) || window.location.hostname,
+              credentialId: cred.id
+            }).catch(function () { /* best effort */ });
+          }
+          throw err;
         });
     }
 
@@ -367,7 +378,7 @@
             if (state.aborted || !cred) return null;
             state.picked = true;
             setBusy(button, true, 'Signing in…');
-            return finish(cred, opts.ceremony);
+            return finish(cred, opts);
           });
         })
         .catch(function (err) {
@@ -400,16 +411,16 @@
       if (isBusy(button)) return;
       setBusy(button, true, 'Waiting for your key…');
       setStatus('busy', 'Follow your browser\'s prompt: touch your security key, or use your fingerprint, face or PIN.');
-      var ceremony;
+      var options;
       stopConditional()
         .then(function () { return api(API + '/login/options', optionsBody()); })
         .then(function (opts) {
-          ceremony = opts.ceremony;
+          options = opts;
           return navigator.credentials.get({ publicKey: parseRequestOptions(opts.publicKey) });
         })
         .then(function (cred) {
           if (!cred) throw Object.assign(new Error('No credential was returned.'), { name: 'NotAllowedError' });
-          return finish(cred, ceremony);
+          return finish(cred, options);
         })
         .catch(function (err) {
           setBusy(button, false);

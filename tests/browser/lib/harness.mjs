@@ -6,6 +6,7 @@
 // exit, whatever happens to the test.
 
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, mkdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -273,6 +274,22 @@ export async function newPageWithAuthenticator(browser) {
     async credentials() {
       const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
       return credentials;
+    },
+    // Puts a resident ES256 credential on the authenticator that tapgate has
+    // never seen. `id` is base64url; `userHandle` a string.
+    async addCredential({ id, rpId, userHandle }) {
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      await cdp.send('WebAuthn.addCredential', {
+        authenticatorId,
+        credential: {
+          credentialId: Buffer.from(id, 'base64url').toString('base64'),
+          isResidentCredential: true,
+          rpId,
+          privateKey: privateKey.export({ type: 'pkcs8', format: 'der' }).toString('base64'),
+          userHandle: Buffer.from(userHandle).toString('base64'),
+          signCount: 0,
+        },
+      });
     },
     // Lets the login page use conditional UI (autofill) from the next load on.
     async allowAutofill(on = true) {
