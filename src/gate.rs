@@ -107,11 +107,12 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
             .is_some_and(|a| a.contains("text/html"))
 }
 
-pub fn login_redirect(rd: &str, max_age: Option<u64>) -> Response {
+pub fn login_redirect(rd: &str, reason: Option<&str>) -> Response {
     let mut target = String::from("/.tapgate/login?rd=");
     target.extend(url::form_urlencoded::byte_serialize(rd.as_bytes()));
-    if let Some(m) = max_age {
-        target.push_str(&format!("&max_age={m}"));
+    if let Some(reason) = reason {
+        target.push_str("&reason=");
+        target.push_str(reason);
     }
     let mut r = StatusCode::FOUND.into_response();
     // A path we built from a validated path: always a valid header value.
@@ -140,6 +141,55 @@ pub struct Asked<'a> {
     pub client: SocketAddr,
 }
 
+/// The host name a request was sent to, without port.
+pub fn request_host(headers: &HeaderMap, forwarded: bool) -> &str {
+    let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = if forwarded {
+        from("x-forwarded-host").or_else(|| from("host"))
+    } else {
+        from("host")
+    };
+    let host = host.unwrap_or("");
+    // "[::1]:8080" → "[::1]", "example.com:8080" → "example.com".
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+/// The message a person sees for a step-up or strength reason.
+pub fn reason_message(
+    reason: &str,
+    policy: &crate::policy::Policy,
+    max_age: Option<std::time::Duration>,
+) -> String {
+    match reason {
+        "auth-too-old" => format!(
+            "This page needs a key tap within the last {}. Sign in again with your key to continue.",
+            humantime::format_duration(max_age.unwrap_or_default())
+        ),
+        "credential-not-hardware" => {
+            let names = accepted_authenticators(policy);
+            format!("This page accepts only approved hardware security keys ({names}). Sign in with one of them.")
+        }
+        "credential-synced" => "This page does not accept synced passkeys. Sign in with a device-bound security key.".into(),
+        "user-verification-missing" => "This page needs a key that checks your PIN or fingerprint. Sign in with such a key.".into(),
+        "route-role-missing" => "Your account does not have a role that this page allows. Ask an administrator for access.".into(),
+        "route-user-not-allowed" => "Your account is not on the list of people this page allows. Ask an administrator for access.".into(),
+        _ => "No rule allows this address. Ask an administrator if you need it.".into(),
+    }
+}
+
+/// Human names of the hardware keys a policy accepts, for messages.
+pub fn accepted_authenticators(policy: &crate::policy::Policy) -> String {
+    let trust = policy.trust();
+    if trust.aaguids.is_empty() {
+        return "any key whose maker's attestation certificate is trusted here".into();
+    }
+    let names: Vec<String> = trust.aaguids.to_vec();
+    names.join(", ")
+}
+
 pub fn apply_decision(
     app: &App,
     ctx: &RequestCtx,
@@ -147,9 +197,21 @@ pub fn apply_decision(
     p: &Presented,
     asked: &Asked,
 ) -> Verdict {
+    let policy = app.policy.load();
+    let rule_text = |rule: Option<usize>| match rule {
+        Some(i) => format!(
+            "route[{i}] ({})",
+            policy
+                .rules()
+                .get(i)
+                .map(|r| r.describe())
+                .unwrap_or_default()
+        ),
+        None => "(default)".into(),
+    };
     match decision {
         Decision::Allow(permitted) => Verdict::Allow(permitted),
-        Decision::Login { reason } => {
+        Decision::Login { reason, .. } => {
             let reason = p.rejected.unwrap_or(reason);
             if asked.navigation {
                 Verdict::Respond(login_redirect(asked.target, None))
@@ -166,50 +228,49 @@ pub fn apply_decision(
                 Verdict::Respond(HttpError::unauthenticated(reason, message).into_response())
             }
         }
-        Decision::StepUp { max_age, rule } => {
-            let route = app.policy.route_path(rule).unwrap_or("");
+        Decision::StepUp {
+            reason,
+            max_age,
+            acr,
+            rule,
+        } => {
             let mut ev = AuditEvent::new("step_up_required", Outcome::Deny);
             fill_event(&mut ev, ctx, p, asked.headers, asked.client);
-            ev.route = Some(route.to_owned());
-            ev.reason = Some("auth-too-old".into());
+            ev.route = Some(rule_text(Some(rule)));
+            ev.reason = Some(reason.into());
             app.audit.record(ev);
             if asked.navigation {
-                Verdict::Respond(login_redirect(asked.target, Some(max_age.as_secs())))
-            } else {
-                let challenge = format!(
-                    "Bearer error=\"insufficient_user_authentication\", error_description=\"a fresh key tap is required\", max_age={}",
-                    max_age.as_secs()
-                );
-                let mut e = HttpError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "auth-too-old",
-                    format!(
-                        "This route needs a key tap within the last {}. Sign in again and retry.",
-                        humantime::format_duration(max_age)
-                    ),
-                );
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    e = e.with_header(header::WWW_AUTHENTICATE, v);
-                }
-                Verdict::Respond(e.into_response())
+                return Verdict::Respond(login_redirect(asked.target, Some(reason)));
             }
+            // RFC 9470: tell the client what a new authentication must meet.
+            let mut challenge = String::from(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"a fresh key tap is required\"",
+            );
+            if let Some(m) = max_age {
+                challenge.push_str(&format!(", max_age={}", m.as_secs()));
+            }
+            if let Some(acr) = acr {
+                challenge.push_str(&format!(", acr_values=\"{acr}\""));
+            }
+            let mut e = HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                reason,
+                reason_message(reason, &policy, max_age),
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                e = e.with_header(header::WWW_AUTHENTICATE, v);
+            }
+            Verdict::Respond(e.into_response())
         }
         Decision::Deny { reason, rule } => {
-            let route = rule
-                .and_then(|r| app.policy.route_path(r))
-                .unwrap_or("(none)");
             let mut ev = AuditEvent::new("policy_denied", Outcome::Deny);
             fill_event(&mut ev, ctx, p, asked.headers, asked.client);
-            ev.route = Some(route.to_owned());
+            ev.route = Some(rule_text(rule));
             ev.reason = Some(reason.to_owned());
             app.audit.record(ev);
-            let message = match reason {
-                "route-role-missing" => format!(
-                    "Your account does not have a role that may use {route}. Ask an administrator for access."
-                ),
-                _ => "No rule allows this address. Ask an administrator if you need it.".to_owned(),
-            };
-            Verdict::Respond(HttpError::forbidden(reason, message).into_response())
+            Verdict::Respond(
+                HttpError::forbidden(reason, reason_message(reason, &policy, None)).into_response(),
+            )
         }
     }
 }
@@ -251,9 +312,15 @@ pub async fn proxy(
     };
     let now = now_unix();
     let p = presented(&app, req.headers(), now);
-    let decision = app
-        .policy
-        .decide(p.session.as_ref().map(|s| &s.principal), path, now);
+    let request = crate::policy::Request {
+        host: request_host(req.headers(), false),
+        method: req.method(),
+        path,
+    };
+    let decision =
+        app.policy
+            .load()
+            .decide(p.session.as_ref().map(|s| &s.principal), &request, now);
     let target = req
         .uri()
         .path_and_query()
@@ -324,9 +391,15 @@ pub async fn forward_auth(
     };
     let now = now_unix();
     let p = presented(&app, h, now);
-    let decision = app
-        .policy
-        .decide(p.session.as_ref().map(|s| &s.principal), path, now);
+    let request = crate::policy::Request {
+        host: request_host(h, true),
+        method: &method,
+        path,
+    };
+    let decision =
+        app.policy
+            .load()
+            .decide(p.session.as_ref().map(|s| &s.principal), &request, now);
     // The subrequest itself is not a navigation: always answer 401/403
     // and let the front proxy turn 401 into a redirect to the login page.
     let asked = Asked {

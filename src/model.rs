@@ -132,6 +132,10 @@ pub struct AuthnFacts {
     pub attested: bool,
     /// The authenticator model (AAGUID, hyphenated hex; all zeros if unknown).
     pub aaguid: String,
+    /// SHA-256 (hex) of the attestation root the credential chained to at
+    /// registration, if any: what `credentials = "hardware"` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 impl AuthnFacts {
@@ -190,6 +194,20 @@ pub fn format_aaguid(a: &[u8; 16]) -> String {
     )
 }
 
+/// Parse a hyphenated (or plain) hex AAGUID.
+pub fn parse_aaguid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +250,7 @@ mod tests {
             synced: false,
             attested: true,
             aaguid: String::new(),
+            root: None,
         };
         assert_eq!(hw.amr(), vec!["hwk", "user", "mfa"]);
         let synced = AuthnFacts {
@@ -248,5 +267,11 @@ mod tests {
         a[0] = 0xcb;
         a[15] = 0x01;
         assert_eq!(format_aaguid(&a), "cb000000-0000-0000-0000-000000000001");
+        assert_eq!(
+            parse_aaguid("cb000000-0000-0000-0000-000000000001"),
+            Some(a)
+        );
+        assert_eq!(parse_aaguid("cb00"), None);
+        assert_eq!(parse_aaguid("zz000000-0000-0000-0000-000000000001"), None);
     }
 }

@@ -27,7 +27,8 @@ pub struct App {
     pub sessions: SessionCache,
     pub store: DynStore,
     pub audit: Audit,
-    pub policy: Policy,
+    /// Swapped atomically on reload (SIGHUP); readers never wait.
+    pub policy: arc_swap::ArcSwap<Policy>,
     /// `None` until the demo's echo app is bound (then always `Some`).
     pub upstream: Option<Upstream>,
     pub identity: Identity,
@@ -148,7 +149,7 @@ impl App {
             },
         };
         App {
-            policy: Policy::compile(&config.routes),
+            policy: arc_swap::ArcSwap::from_pointee(policy_of(&config)),
             cookie_name: identity.session_cookie,
             identity,
             keys,
@@ -160,6 +161,22 @@ impl App {
             config,
         }
     }
+}
+
+/// Compile the policy a configuration describes (at start and on reload).
+pub fn policy_of(config: &Config) -> Policy {
+    let roots = config
+        .trust
+        .roots
+        .iter()
+        .map(|(_, der)| crate::crypto::sha256_hex(der))
+        .collect();
+    let trust = crate::policy::Trust {
+        roots,
+        aaguids: config.trust.allowed_aaguids.clone(),
+        global: config.trust.global,
+    };
+    Policy::new(config.routes.clone(), trust)
 }
 
 fn instance_id() -> String {

@@ -531,6 +531,7 @@ mod tests {
                 synced: false,
                 attested: false,
                 aaguid: "00".into(),
+                root: None,
             },
         }
     }

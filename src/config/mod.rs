@@ -5,7 +5,8 @@
 
 pub mod raw;
 
-use crate::model::Role;
+use crate::model::{Email, Role};
+use crate::policy::{Allow, HostPattern, Methods, PathPattern, Policy, Rule, Strength};
 use raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,12 +63,14 @@ pub enum KeySource {
     GenerateInto(PathBuf),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub path: String,
-    pub allow_roles: Vec<Role>,
-    pub public: bool,
-    pub max_auth_age: Option<Duration>,
+/// Attestation trust settings, before the root files are read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    pub builtin_roots: bool,
+    /// The operator's attestation roots, read from `root_files`: (name, DER).
+    pub roots: Vec<(String, Vec<u8>)>,
+    pub allowed_aaguids: Vec<String>,
+    pub global: Strength,
 }
 
 #[derive(Clone, Debug)]
@@ -91,7 +94,13 @@ pub struct Config {
     pub oauth2_proxy_headers: bool,
     pub proxy_timeout: Duration,
     pub proxy_connect_timeout: Duration,
-    pub routes: Vec<Route>,
+    pub routes: Vec<Rule>,
+    /// Declared roles (`roles = [...]`), if any.
+    pub roles: Option<Vec<Role>>,
+    pub trust: TrustConfig,
+    /// Things worth saying that do not stop the start (unknown TAPGATE_
+    /// variables, undeclared roles).
+    pub warnings: Vec<Problem>,
     /// Demo: redirect requests that arrive under another host name (e.g.
     /// 127.0.0.1) to the public origin, since WebAuthn needs `localhost`.
     pub canonical_host_redirect: bool,
@@ -137,7 +146,8 @@ impl Config {
             },
             None => toml::Table::new(),
         };
-        apply_env_overrides(&mut doc, env, &mut problems);
+        let mut warnings = Vec::new();
+        apply_env_overrides(&mut doc, env, &mut problems, &mut warnings);
         let raw: RawConfig = match toml::Value::Table(doc).try_into() {
             Ok(raw) => raw,
             Err(e) => {
@@ -152,7 +162,10 @@ impl Config {
             .iter()
             .find(|(k, _)| k == "PORT")
             .map(|(_, v)| v.as_str());
-        Config::from_raw(mode, raw, port, problems)
+        let mut config = Config::from_raw(mode, raw, port, problems)?;
+        warnings.append(&mut config.warnings);
+        config.warnings = warnings;
+        Ok(config)
     }
 
     fn from_raw(
@@ -378,56 +391,34 @@ impl Config {
             "5s",
         );
 
+        let roles = raw.roles.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|r| Role::parse(r).map_err(|e| p("roles", e)).ok())
+                .collect::<Vec<Role>>()
+        });
+        let trust = trust_config(&raw.trust, &mut p);
         let mut routes = Vec::new();
         for (i, r) in raw.route.iter().enumerate() {
-            let key = |k: &str| format!("route[{i}].{k}");
-            let path = match &r.path {
-                Some(path) if path.starts_with('/') => path.clone(),
-                Some(path) => {
-                    p(&key("path"), format!("{path:?} must start with '/'"));
-                    continue;
-                }
-                None => {
-                    p(&key("path"), "missing: e.g. path = \"/admin/\"".into());
-                    continue;
-                }
-            };
-            let mut allow_roles = Vec::new();
-            for role in &r.allow_roles {
-                match Role::parse(role) {
-                    Ok(role) => allow_roles.push(role),
-                    Err(e) => p(&key("allow_roles"), e),
-                }
+            if let Some(rule) = route(i, r, roles.as_deref(), &mut p) {
+                routes.push(rule);
             }
-            let public = r.public.unwrap_or(false);
-            if public && !r.allow_roles.is_empty() {
+        }
+        if routes.len() == raw.route.len() {
+            for (shadowed, by) in Policy::shadowed(&routes) {
                 p(
-                    &key("public"),
-                    "a public route admits everyone; remove allow_roles or public".into(),
+                    &format!("route[{shadowed}]"),
+                    format!(
+                        "unreachable: route[{by}] ({}) comes first and matches every request this rule matches; move this rule above it or narrow route[{by}]",
+                        routes[by].describe()
+                    ),
                 );
             }
-            if !public && r.allow_roles.is_empty() {
-                p(
-                    &key("allow_roles"),
-                    "missing: say who may pass (allow_roles = [\"member\"]) or set public = true"
-                        .into(),
-                );
-            }
-            let max_auth_age = r.max_auth_age.as_deref().map(|v| {
-                let d = duration(&mut p, &key("max_auth_age"), Some(v), "0s");
-                if public {
-                    p(
-                        &key("max_auth_age"),
-                        "has no effect on a public route".into(),
-                    );
-                }
-                d
-            });
-            routes.push(Route {
-                path,
-                allow_roles,
-                public,
-                max_auth_age,
+        }
+        let mut warnings = Vec::new();
+        if roles.is_none() && routes.iter().any(|r| !r.allow.roles.is_empty()) {
+            warnings.push(Problem {
+                key: "roles".into(),
+                message: "not set: declare roles = [\"admin\", …] so that a mistyped role in a route is caught".into(),
             });
         }
 
@@ -454,8 +445,227 @@ impl Config {
             proxy_timeout,
             proxy_connect_timeout,
             routes,
+            roles,
+            trust,
+            warnings,
             canonical_host_redirect: mode == Mode::Demo,
         })
+    }
+}
+
+fn route(
+    i: usize,
+    r: &raw::RawRoute,
+    declared: Option<&[Role]>,
+    p: &mut impl FnMut(&str, String),
+) -> Option<Rule> {
+    let key = |k: &str| format!("route[{i}].{k}");
+    let path = match r.path.as_deref().map(PathPattern::parse) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(e)) => {
+            p(&key("path"), e);
+            None
+        }
+        None => {
+            p(&key("path"), "missing: e.g. path = \"/admin/\"".into());
+            None
+        }
+    };
+    let host = match r.host.as_deref().map(HostPattern::parse) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
+            p(&key("host"), e);
+            None
+        }
+        None => None,
+    };
+    let methods = match &r.methods {
+        Some(list) => Methods::parse(list).unwrap_or_else(|e| {
+            p(&key("methods"), e);
+            Methods::ALL
+        }),
+        None => Methods::ALL,
+    };
+    let mut allow = Allow {
+        public: r.public.unwrap_or(false),
+        any_user: r.allow_any_user.unwrap_or(false),
+        ..Allow::default()
+    };
+    for role in &r.allow_roles {
+        match Role::parse(role) {
+            Ok(role) if declared.is_some_and(|d| !d.contains(&role)) => p(
+                &key("allow_roles"),
+                format!(
+                    "{:?} is not one of the declared roles ({})",
+                    role.as_str(),
+                    declared
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Ok(role) => allow.roles.push(role),
+            Err(e) => p(&key("allow_roles"), e),
+        }
+    }
+    for email in &r.allow_emails {
+        match Email::parse(email) {
+            Ok(e) => allow.emails.push(e),
+            Err(e) => p(&key("allow_emails"), e),
+        }
+    }
+    for domain in &r.allow_domains {
+        let d = domain.trim().trim_start_matches('@').to_ascii_lowercase();
+        match HostPattern::parse(&d) {
+            Ok(HostPattern::Exact(d)) => allow.domains.push(d),
+            _ => p(
+                &key("allow_domains"),
+                format!("{domain:?} is not an email domain like example.com"),
+            ),
+        }
+    }
+    let names_someone = allow.any_user
+        || !r.allow_roles.is_empty()
+        || !r.allow_emails.is_empty()
+        || !r.allow_domains.is_empty();
+    if allow.public && names_someone {
+        p(
+            &key("public"),
+            "a public route admits everyone; remove public or the allow_* keys".into(),
+        );
+    }
+    if !allow.public && !names_someone {
+        p(
+            &key("allow_roles"),
+            "missing: say who may pass (allow_roles, allow_emails, allow_domains or allow_any_user = true) or set public = true".into(),
+        );
+    }
+    let max_auth_age = r
+        .max_auth_age
+        .as_deref()
+        .and_then(|v| match humantime::parse_duration(v) {
+            Ok(d) if d.as_secs() >= 10 => Some(d),
+            Ok(_) => {
+                p(
+                    &key("max_auth_age"),
+                    "must be at least 10s (a tap takes a few seconds)".into(),
+                );
+                None
+            }
+            Err(_) => {
+                p(
+                    &key("max_auth_age"),
+                    format!("{v:?} is not a duration like 90s, 5m or 1h"),
+                );
+                None
+            }
+        });
+    let hardware = match r.credentials.as_deref() {
+        None | Some("any") => false,
+        Some("hardware") => true,
+        Some(other) => {
+            p(
+                &key("credentials"),
+                format!("{other:?}: use \"any\" or \"hardware\""),
+            );
+            false
+        }
+    };
+    let strength = Strength {
+        hardware,
+        deny_synced: !r.allow_synced.unwrap_or(!hardware),
+        require_uv: r.require_uv.unwrap_or(false),
+    };
+    if allow.public && (max_auth_age.is_some() || strength != Strength::default()) {
+        p(
+            &key("public"),
+            "a public route cannot also require a fresh or strong tap".into(),
+        );
+    }
+    Some(Rule {
+        host,
+        path: path?,
+        methods,
+        allow,
+        max_auth_age,
+        strength,
+    })
+}
+
+/// Read the operator's root certificates (PEM, one or more per file).
+fn read_roots(files: &[String], p: &mut impl FnMut(&str, String)) -> Vec<(String, Vec<u8>)> {
+    let mut roots = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let key = format!("trust.root_files[{i}]");
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                p(&key, format!("cannot read {f}: {e}"));
+                continue;
+            }
+        };
+        match pem::parse_many(&text) {
+            Ok(blocks) if blocks.iter().any(|b| b.tag() == "CERTIFICATE") => {
+                for (n, b) in blocks
+                    .iter()
+                    .filter(|b| b.tag() == "CERTIFICATE")
+                    .enumerate()
+                {
+                    roots.push((format!("{f}#{n}"), b.contents().to_vec()));
+                }
+            }
+            _ => p(&key, format!("{f} holds no PEM \"CERTIFICATE\" block")),
+        }
+    }
+    roots
+}
+
+fn trust_config(t: &raw::RawTrust, p: &mut impl FnMut(&str, String)) -> TrustConfig {
+    let mut aaguids = Vec::new();
+    for a in t.allowed_aaguids.iter().flatten() {
+        let hex: String = a
+            .chars()
+            .filter(|c| *c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            aaguids.push(format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            ));
+        } else {
+            p(
+                "trust.allowed_aaguids",
+                format!("{a:?} is not an AAGUID like cb69481e-8ff7-4039-93ec-0a2729a154a8"),
+            );
+        }
+    }
+    let hardware = match t.credentials.as_deref() {
+        None | Some("any") => false,
+        Some("hardware") => true,
+        Some(other) => {
+            p(
+                "trust.credentials",
+                format!("{other:?}: use \"any\" or \"hardware\""),
+            );
+            false
+        }
+    };
+    TrustConfig {
+        builtin_roots: t.builtin_roots.unwrap_or(true),
+        roots: read_roots(t.root_files.as_deref().unwrap_or_default(), p),
+        allowed_aaguids: aaguids,
+        global: Strength {
+            hardware,
+            deny_synced: !t.allow_synced.unwrap_or(!hardware),
+            require_uv: false,
+        },
     }
 }
 
@@ -479,6 +689,7 @@ fn apply_env_overrides(
     doc: &mut toml::Table,
     env: &[(String, String)],
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) {
     let mut vars: Vec<&(String, String)> = env
         .iter()
@@ -486,14 +697,17 @@ fn apply_env_overrides(
         .collect();
     vars.sort();
     for (name, value) in vars {
-        let path: Vec<String> = name["TAPGATE_".len()..]
+        let key = name["TAPGATE_".len()..]
             .split("__")
             .map(|s| s.to_ascii_lowercase())
-            .collect();
-        if path.iter().any(|s| s.is_empty()) || path.len() > 2 {
-            problems.push(Problem {
+            .collect::<Vec<_>>()
+            .join(".");
+        if !raw::ENV_KEYS.contains(&key.as_str()) {
+            // Other tools use TAPGATE_ too (test runners, wrappers): say
+            // so, but do not refuse to start.
+            warnings.push(Problem {
                 key: name.clone(),
-                message: "use TAPGATE_KEY or TAPGATE_SECTION__KEY".into(),
+                message: "not a configuration key; ignored".into(),
             });
             continue;
         }
@@ -503,22 +717,23 @@ fn apply_env_overrides(
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.clone()));
         let mut table = &mut *doc;
+        let path: Vec<&str> = key.split('.').collect();
         for section in &path[..path.len() - 1] {
             let entry = table
-                .entry(section.clone())
+                .entry(section.to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => table = t,
                 _ => {
                     problems.push(Problem {
                         key: name.clone(),
-                        message: format!("{section} is not a section"),
+                        message: format!("{section} is not a section in the file"),
                     });
                     return;
                 }
             }
         }
-        table.insert(path[path.len() - 1].clone(), parsed);
+        table.insert(path[path.len() - 1].to_owned(), parsed);
     }
 }
 

@@ -10,6 +10,9 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     pub upstream: Option<String>,
     pub listen: Option<String>,
+    /// The roles this deployment uses; when set, every role named in a
+    /// route or an invite must be one of them (catches typos).
+    pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub session: RawSession,
     #[serde(default)]
@@ -25,7 +28,25 @@ pub struct RawConfig {
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
+    pub trust: RawTrust,
+    #[serde(default)]
     pub route: Vec<RawRoute>,
+}
+
+/// Which authenticators count as hardware.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// Use the shipped attestation roots (FIDO vendors). Default true.
+    pub builtin_roots: Option<bool>,
+    /// Extra attestation root certificates (PEM files) of the operator.
+    pub root_files: Option<Vec<String>>,
+    /// AAGUIDs that count as hardware when their attestation verifies.
+    pub allowed_aaguids: Option<Vec<String>>,
+    /// Global floor for every credential: "any" or "hardware".
+    pub credentials: Option<String>,
+    /// Global: may synced (backup-eligible) passkeys be registered/used?
+    pub allow_synced: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,9 +107,55 @@ pub struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Exact host name or `*.example.com`; absent: any host.
+    pub host: Option<String>,
+    /// Segment-aware prefix (`/admin/`), or a glob when it contains `*`.
     pub path: Option<String>,
+    /// HTTP methods; absent: all. `GET` also admits `HEAD`.
+    pub methods: Option<Vec<String>>,
     #[serde(default)]
     pub allow_roles: Vec<String>,
+    #[serde(default)]
+    pub allow_emails: Vec<String>,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    /// Any signed-in user.
+    pub allow_any_user: Option<bool>,
     pub public: Option<bool>,
     pub max_auth_age: Option<String>,
+    /// "any" (default) or "hardware".
+    pub credentials: Option<String>,
+    /// Accept synced (backup-eligible) passkeys. Default: true, or false
+    /// when `credentials = "hardware"`.
+    pub allow_synced: Option<bool>,
+    /// Require user verification (PIN/biometric) at the last tap.
+    pub require_uv: Option<bool>,
 }
+
+/// Every key a `TAPGATE_SECTION__KEY` variable may set. Other `TAPGATE_`
+/// variables are ignored with a warning (they may belong to other tools).
+pub const ENV_KEYS: &[&str] = &[
+    "public_url",
+    "upstream",
+    "listen",
+    "roles",
+    "session.ttl",
+    "assertion.ttl",
+    "assertion.audience",
+    "store.url",
+    "keys.signing_key_file",
+    "keys.signing_key",
+    "webauthn.rp_id",
+    "webauthn.rp_name",
+    "webauthn.user_verification",
+    "webauthn.challenge_ttl",
+    "headers.iap",
+    "headers.oauth2_proxy",
+    "proxy.timeout",
+    "proxy.connect_timeout",
+    "trust.builtin_roots",
+    "trust.root_files",
+    "trust.allowed_aaguids",
+    "trust.credentials",
+    "trust.allow_synced",
+];

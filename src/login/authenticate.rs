@@ -166,6 +166,7 @@ async fn login(
         auth_time: now,
         cred: id.digest(),
         authn: AuthnFacts {
+            root: None,
             uv: auth.flags.uv,
             synced: record.backup_eligible,
             attested: record.attested,

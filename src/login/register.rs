@@ -228,6 +228,7 @@ async fn register(
         auth_time: now,
         cred: cred_id.digest(),
         authn: AuthnFacts {
+            root: None,
             uv: reg.flags.uv,
             synced: reg.flags.be,
             attested,

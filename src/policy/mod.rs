@@ -1,10 +1,15 @@
-//! Route policy: `compile(routes)` once at start, then `decide(principal,
-//! request)` per request — no IO, no allocation. Only this module can make
-//! a [`Permitted`], and `upstream::forward` requires one: nothing reaches
-//! the upstream unless the policy ran and allowed it.
+//! Route policy. `Policy::new(rules, trust)` once at start (and on reload);
+//! `decide(principal, request, now)` per request — no IO, no allocation.
+//! Only this module can make a [`Permitted`], and `upstream::forward`
+//! requires one: nothing reaches the upstream unless the policy ran and
+//! allowed it. Reason codes are stable: logs, audit, deny pages and the
+//! `explain` command share them.
 
-use crate::config::Route;
-use crate::model::{Principal, Role};
+pub mod matcher;
+
+pub use matcher::{HostPattern, Methods, PathPattern};
+
+use crate::model::{Email, Principal, Role};
 use std::time::Duration;
 
 /// Proof that the policy allowed a request. Private field: only `decide`
@@ -22,14 +27,32 @@ impl Permitted {
     }
 }
 
+/// What the request is, as far as the policy cares.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Host name without port.
+    pub host: &'a str,
+    pub method: &'a http::Method,
+    /// Already normalised by the gate (no dot segments).
+    pub path: &'a str,
+}
+
 #[derive(Debug)]
 pub enum Decision {
     /// Forward (with identity if there is a principal).
     Allow(Permitted),
     /// Nobody is signed in: sign in first.
-    Login { reason: &'static str },
-    /// Signed in, but the last tap is older than the route allows.
-    StepUp { max_age: Duration, rule: usize },
+    Login {
+        reason: &'static str,
+        rule: Option<usize>,
+    },
+    /// Signed in, but the route needs a fresher or stronger tap.
+    StepUp {
+        reason: &'static str,
+        max_age: Option<Duration>,
+        acr: Option<&'static str>,
+        rule: usize,
+    },
     /// Signed in and not allowed.
     Deny {
         reason: &'static str,
@@ -37,208 +60,262 @@ pub enum Decision {
     },
 }
 
-struct Compiled {
-    prefix: String,
-    /// `prefix` without its trailing '/', which matches exactly too.
-    exact: String,
-    allow_roles: Vec<Role>,
-    public: bool,
-    max_auth_age: Option<Duration>,
+impl Decision {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "allowed",
+            Decision::Login { reason, .. }
+            | Decision::StepUp { reason, .. }
+            | Decision::Deny { reason, .. } => reason,
+        }
+    }
+    pub fn rule(&self) -> Option<usize> {
+        match self {
+            Decision::Allow(p) => p.rule,
+            Decision::Login { rule, .. } | Decision::Deny { rule, .. } => *rule,
+            Decision::StepUp { rule, .. } => Some(*rule),
+        }
+    }
+}
+
+/// Who a rule admits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    pub public: bool,
+    pub any_user: bool,
+    pub roles: Vec<Role>,
+    pub emails: Vec<Email>,
+    /// Lower-case domains, matched against the email's domain exactly.
+    pub domains: Vec<String>,
+}
+
+/// What the last tap must have proven.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Strength {
+    /// Attested hardware: see [`Trust`].
+    pub hardware: bool,
+    pub deny_synced: bool,
+    pub require_uv: bool,
+}
+
+impl Strength {
+    fn or(self, other: Strength) -> Strength {
+        Strength {
+            hardware: self.hardware || other.hardware,
+            deny_synced: self.deny_synced || other.deny_synced,
+            require_uv: self.require_uv || other.require_uv,
+        }
+    }
+}
+
+/// One `[[route]]`, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub host: Option<HostPattern>,
+    pub path: PathPattern,
+    pub methods: Methods,
+    pub allow: Allow,
+    pub max_auth_age: Option<Duration>,
+    pub strength: Strength,
+}
+
+impl Rule {
+    fn matches(&self, req: &Request) -> bool {
+        self.host.as_ref().is_none_or(|h| h.matches(req.host))
+            && self.methods.contains(req.method)
+            && self.path.matches(req.path)
+    }
+
+    fn admits(&self, p: &Principal) -> bool {
+        let a = &self.allow;
+        a.any_user
+            || a.roles.iter().any(|r| p.has_role(r))
+            || a.emails.contains(&p.email)
+            || a.domains.iter().any(|d| p.email.domain() == d)
+    }
+
+    /// A one-line description for explain output and audit events.
+    pub fn describe(&self) -> String {
+        let mut s = format!("path {}", self.path);
+        if let Some(h) = &self.host {
+            s.push_str(&format!(" on {h}"));
+        }
+        if self.methods != Methods::ALL {
+            s.push_str(&format!(" for {}", self.methods));
+        }
+        s
+    }
+
+    /// Does every request this rule matches also match `other`?
+    fn within(&self, other: &Rule) -> bool {
+        let host = match (&self.host, &other.host) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => a.within(b),
+        };
+        host && self.methods.within(other.methods) && self.path.within(&other.path)
+    }
+}
+
+/// Which credentials count as hardware. An AAGUID alone proves nothing (a
+/// software authenticator can claim any): a credential is hardware when its
+/// attestation chained to one of `roots` at registration and, if
+/// `aaguids` is not empty, its attested AAGUID is listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// SHA-256 fingerprints (hex) of the trusted attestation roots.
+    pub roots: Vec<String>,
+    /// Allowed AAGUIDs (hyphenated lower-case hex); empty: any attested.
+    pub aaguids: Vec<String>,
+    /// Floor for every non-public route and every registration.
+    pub global: Strength,
+}
+
+impl Trust {
+    pub fn is_hardware(&self, p: &Principal) -> bool {
+        p.authn
+            .root
+            .as_ref()
+            .is_some_and(|r| self.roots.contains(r))
+            && (self.aaguids.is_empty() || self.aaguids.contains(&p.authn.aaguid))
+    }
 }
 
 pub struct Policy {
-    rules: Vec<Compiled>,
+    rules: Vec<Rule>,
+    trust: Trust,
 }
 
+/// A just-made tap that still falls short is not asked again (that would
+/// loop): it is denied.
+const FRESH_TAP_SECS: u64 = 30;
+
 impl Policy {
-    pub fn compile(routes: &[Route]) -> Policy {
-        let rules = routes
-            .iter()
-            .map(|r| Compiled {
-                prefix: r.path.clone(),
-                exact: r.path.trim_end_matches('/').to_owned(),
-                allow_roles: r.allow_roles.clone(),
-                public: r.public,
-                max_auth_age: r.max_auth_age,
-            })
-            .collect();
-        Policy { rules }
+    pub fn new(rules: Vec<Rule>, trust: Trust) -> Policy {
+        Policy { rules, trust }
     }
 
-    /// Decide for a path (already normalised by the gate) at `now`.
-    pub fn decide(&self, principal: Option<&Principal>, path: &str, now: u64) -> Decision {
-        if self.rules.is_empty() {
-            // No rules configured: every signed-in user may pass.
-            return match principal {
-                Some(_) => Decision::Allow(Permitted {
-                    rule: None,
-                    _private: (),
-                }),
-                None => Decision::Login {
-                    reason: "user-unauthenticated",
-                },
-            };
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// Pairs `(shadowed, by)`: rule `shadowed` can never decide because the
+    /// earlier rule `by` matches every request it does.
+    pub fn shadowed(rules: &[Rule]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (j, later) in rules.iter().enumerate() {
+            if let Some(i) = rules[..j].iter().position(|earlier| later.within(earlier)) {
+                out.push((j, i));
+            }
         }
-        let Some((i, rule)) = self.rules.iter().enumerate().find(|(_, r)| r.matches(path)) else {
-            return match principal {
-                Some(_) => Decision::Deny {
-                    reason: "no-route-matched",
-                    rule: None,
-                },
-                None => Decision::Login {
-                    reason: "user-unauthenticated",
-                },
-            };
+        out
+    }
+
+    pub fn decide(&self, principal: Option<&Principal>, req: &Request, now: u64) -> Decision {
+        let (index, rule) = if self.rules.is_empty() {
+            // No rules configured: every signed-in user may pass.
+            (None, None)
+        } else {
+            match self.rules.iter().enumerate().find(|(_, r)| r.matches(req)) {
+                Some((i, r)) => (Some(i), Some(r)),
+                None => {
+                    return match principal {
+                        Some(_) => Decision::Deny {
+                            reason: "no-route-matched",
+                            rule: None,
+                        },
+                        None => Decision::Login {
+                            reason: "user-unauthenticated",
+                            rule: None,
+                        },
+                    };
+                }
+            }
         };
-        if rule.public {
+        if rule.is_some_and(|r| r.allow.public) {
             return Decision::Allow(Permitted {
-                rule: Some(i),
+                rule: index,
                 _private: (),
             });
         }
         let Some(p) = principal else {
             return Decision::Login {
                 reason: "user-unauthenticated",
+                rule: index,
             };
         };
-        if !rule.allow_roles.iter().any(|r| p.has_role(r)) {
+        let Some(rule) = rule else {
+            return self.check_strength(p, self.trust.global, None, None, now);
+        };
+        let i = index.unwrap_or_default();
+        if !rule.admits(p) {
+            let reason = if rule.allow.emails.is_empty() && rule.allow.domains.is_empty() {
+                "route-role-missing"
+            } else {
+                "route-user-not-allowed"
+            };
             return Decision::Deny {
-                reason: "route-role-missing",
+                reason,
                 rule: Some(i),
             };
         }
-        if let Some(max_age) = rule.max_auth_age
-            && now.saturating_sub(p.auth_time) > max_age.as_secs()
+        self.check_strength(
+            p,
+            rule.strength.or(self.trust.global),
+            rule.max_auth_age,
+            Some(i),
+            now,
+        )
+    }
+
+    fn check_strength(
+        &self,
+        p: &Principal,
+        s: Strength,
+        max_age: Option<Duration>,
+        rule: Option<usize>,
+        now: u64,
+    ) -> Decision {
+        let age = now.saturating_sub(p.auth_time);
+        let weak = if s.hardware && !self.trust.is_hardware(p) {
+            Some(("credential-not-hardware", "hwk"))
+        } else if s.deny_synced && p.authn.synced {
+            Some(("credential-synced", "hwk"))
+        } else if s.require_uv && !p.authn.uv {
+            Some(("user-verification-missing", "mfa"))
+        } else {
+            None
+        };
+        if let Some((reason, acr)) = weak {
+            return match rule {
+                // Asking again right after a tap would loop: this key
+                // cannot do it, so say so.
+                Some(r) if age > FRESH_TAP_SECS => Decision::StepUp {
+                    reason,
+                    max_age: None,
+                    acr: Some(acr),
+                    rule: r,
+                },
+                _ => Decision::Deny { reason, rule },
+            };
+        }
+        if let (Some(max_age), Some(r)) = (max_age, rule)
+            && age > max_age.as_secs()
         {
-            return Decision::StepUp { max_age, rule: i };
+            return Decision::StepUp {
+                reason: "auth-too-old",
+                max_age: Some(max_age),
+                acr: None,
+                rule: r,
+            };
         }
-        Decision::Allow(Permitted {
-            rule: Some(i),
-            _private: (),
-        })
-    }
-
-    pub fn route_path(&self, rule: usize) -> Option<&str> {
-        self.rules.get(rule).map(|r| r.prefix.as_str())
-    }
-}
-
-impl Compiled {
-    /// Segment-aware prefix: `/admin/` and `/admin` both match `/admin`,
-    /// `/admin/x`, never `/administrator`.
-    fn matches(&self, path: &str) -> bool {
-        if self.exact.is_empty() {
-            return true; // "/" matches everything
-        }
-        path == self.exact
-            || path
-                .strip_prefix(self.exact.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
+        Decision::Allow(Permitted { rule, _private: () })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{AuthnFacts, Email, Subject};
-
-    fn route(path: &str, roles: &[&str], public: bool, max_age: Option<u64>) -> Route {
-        Route {
-            path: path.into(),
-            allow_roles: roles.iter().map(|r| Role::parse(r).unwrap()).collect(),
-            public,
-            max_auth_age: max_age.map(Duration::from_secs),
-        }
-    }
-
-    fn user(roles: &[&str], auth_time: u64) -> Principal {
-        Principal {
-            subject: Subject("u".into()),
-            email: Email::parse("u@example.com").unwrap(),
-            roles: roles.iter().map(|r| Role::parse(r).unwrap()).collect(),
-            auth_time,
-            cred: String::new(),
-            authn: AuthnFacts::default(),
-        }
-    }
-
-    fn verdict(d: Decision) -> String {
-        match d {
-            Decision::Allow(p) => format!("allow:{:?}", p.rule()),
-            Decision::Login { reason } => format!("login:{reason}"),
-            Decision::StepUp { rule, .. } => format!("step-up:{rule}"),
-            Decision::Deny { reason, rule } => format!("deny:{reason}:{rule:?}"),
-        }
-    }
-
-    #[test]
-    fn table() {
-        let policy = Policy::compile(&[
-            route("/healthz", &[], true, None),
-            route("/admin/", &["admin"], false, Some(300)),
-            route("/app", &["member", "admin"], false, None),
-        ]);
-        let member = user(&["member"], 1_000);
-        let admin = user(&["admin"], 1_000);
-        let cases: &[(Option<&Principal>, &str, u64, &str)] = &[
-            (None, "/healthz", 1_000, "allow:Some(0)"),
-            (None, "/healthz/deep", 1_000, "allow:Some(0)"),
-            (None, "/healthzz", 1_000, "login:user-unauthenticated"),
-            (None, "/admin/x", 1_000, "login:user-unauthenticated"),
-            (
-                Some(&member),
-                "/admin/x",
-                1_000,
-                "deny:route-role-missing:Some(1)",
-            ),
-            (
-                Some(&member),
-                "/admin",
-                1_000,
-                "deny:route-role-missing:Some(1)",
-            ),
-            (Some(&admin), "/admin/x", 1_200, "allow:Some(1)"),
-            (Some(&admin), "/admin/x", 1_301, "step-up:1"),
-            (Some(&member), "/app/x", 9_999, "allow:Some(2)"),
-            (
-                Some(&member),
-                "/application",
-                9_999,
-                "deny:no-route-matched:None",
-            ),
-            (Some(&member), "/other", 1_000, "deny:no-route-matched:None"),
-        ];
-        for (p, path, now, want) in cases {
-            assert_eq!(
-                verdict(policy.decide(*p, path, *now)),
-                *want,
-                "{path} at {now}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_rules_means_any_signed_in_user() {
-        let policy = Policy::compile(&[]);
-        assert_eq!(
-            verdict(policy.decide(None, "/", 0)),
-            "login:user-unauthenticated"
-        );
-        assert_eq!(
-            verdict(policy.decide(Some(&user(&[], 0)), "/x", 0)),
-            "allow:None"
-        );
-    }
-
-    #[test]
-    fn first_match_wins() {
-        let policy = Policy::compile(&[
-            route("/", &["member"], false, None),
-            route("/admin", &["admin"], false, None),
-        ]);
-        assert_eq!(
-            verdict(policy.decide(Some(&user(&["member"], 0)), "/admin", 0)),
-            "allow:Some(0)"
-        );
-    }
-}
+mod tests;
