@@ -1,0 +1,532 @@
+//! The real binary (`tapgate demo`, `admin invite`, `check`) in a temporary
+//! working directory. Children are always killed (guard), every wait is
+//! bounded. The demo is also where the audit lines are checked: they are
+//! JSON on the process's stdout.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
+
+/// The binary with a clean environment for configuration: no inherited
+/// `TAPGATE_*` or `PORT`.
+fn tapgate(cwd: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// Run to completion, at most 30 s.
+fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn tapgate");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tapgate did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// A long-running child whose stdout lines are collected; killed on drop.
+struct Running {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(mut c: Command) -> Running {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn tapgate");
+        let out: Arc<Mutex<Vec<String>>> = Arc::default();
+        let err: Arc<Mutex<String>> = Arc::default();
+        let stdout = child.stdout.take().expect("stdout");
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                o.lock().unwrap().push(line);
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr");
+        let e = err.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                e.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Running { child, out, err }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The first stdout line matching `pred`, waiting at most `secs`.
+    async fn wait_line(&mut self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "tapgate exited ({status}) before printing {what}\nstdout:\n{}\nstderr:\n{}",
+                    self.lines().join("\n"),
+                    self.err.lock().unwrap()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {what} within {secs} s\nstdout:\n{}\nstderr:\n{}",
+                    self.lines().join("\n"),
+                    self.err.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Audit events printed so far.
+    fn audit(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["log_type"] == "audit")
+            .collect()
+    }
+
+    /// The audit event with these field values, waiting at most 5 s.
+    async fn audit_event(&self, fields: &[(&str, &str)]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(ev) = self
+                .audit()
+                .into_iter()
+                .find(|ev| fields.iter().all(|(k, v)| ev[*k] == *v))
+            {
+                return ev;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no audit event with {fields:?}; audit so far:\n{}",
+                    self.audit()
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_invite_line(line: &str, port: u16) -> bool {
+    let prefix = format!("http://localhost:{port}/.tapgate/register?invite=");
+    line.strip_prefix(&prefix)
+        .is_some_and(|t| !t.is_empty() && !t.chars().any(char::is_whitespace))
+}
+
+async fn wait_healthy(gate: &Gate) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = gate.http.get(gate.url("/.tapgate/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "demo not healthy within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn check_audit_common(ev: &Value) {
+    for field in [
+        "time",
+        "severity",
+        "message",
+        "instance",
+        "ip",
+        "request_id",
+    ] {
+        assert!(
+            ev[field].as_str().is_some_and(|s| !s.is_empty()),
+            "audit event lacks {field}: {ev}"
+        );
+    }
+    assert_eq!(ev["ip"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_an_invite_guards_the_upstream_and_audits_every_ceremony() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let mut demo = tapgate(dir.path());
+    demo.arg("demo")
+        .env("PORT", port.to_string())
+        .env("TAPGATE_UPSTREAM", upstream.url());
+    let mut demo = Running::spawn(demo);
+
+    // The invite URL, alone on its line.
+    let invite_url = demo
+        .wait_line(30, "the invite URL", |l| is_invite_line(l, port))
+        .await;
+    let gate = Gate::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_healthy(&gate).await;
+    let r = gate.get("/.tapgate/healthz", &[]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+    assert!(
+        dir.path().join("tapgate-data").is_dir(),
+        "state lives in ./tapgate-data/"
+    );
+
+    // WebAuthn needs the host name: 127.0.0.1 is sent to localhost.
+    let r = gate
+        .send(gate.http.get(format!("http://127.0.0.1:{port}/x?y=1")))
+        .await;
+    assert_eq!(r.status, 307, "{}", r.text());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://localhost:{port}/x?y=1").as_str())
+    );
+
+    // Register from the printed invite; the session reaches our upstream.
+    let mut admin_key = SoftKey::new();
+    let session = gate
+        .register(&mut admin_key, &invite_token(&invite_url))
+        .await;
+    let r = gate.get("/x?y=1", &[("cookie", &session.cookie())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["upstream"],
+        "test",
+        "TAPGATE_UPSTREAM is the upstream"
+    );
+    let seen = upstream.one("/x?y=1");
+    assert_eq!(
+        seen.header("x-tapgate-email"),
+        Some("admin@localhost.localdomain")
+    );
+    assert_eq!(seen.header("x-tapgate-roles"), Some("admin"));
+    let ev = demo
+        .audit_event(&[("event", "registration"), ("outcome", "success")])
+        .await;
+    check_audit_common(&ev);
+    assert_eq!(ev["subject"], session.body["subject"]);
+    assert_eq!(ev["email"], "admin@localhost.localdomain");
+    assert_eq!(ev["severity"], "NOTICE");
+
+    // A failed sign-in (the answer comes from another origin): one line
+    // with its reason and the request id the client was shown.
+    let opts = gate.login_options(&json!({})).await;
+    let bad = admin_key
+        .get(
+            &gate.origin,
+            &opts["publicKey"],
+            &ClientData {
+                origin: Some("https://evil.example".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let reply = gate
+        .login_verify(&bad, opts["ceremony"].as_str().unwrap())
+        .await;
+    let err = reply.assert_error(400, "origin-mismatch");
+    let ev = demo
+        .audit_event(&[
+            ("event", "login"),
+            ("outcome", "failure"),
+            ("reason", "origin-mismatch"),
+        ])
+        .await;
+    check_audit_common(&ev);
+    assert_eq!(
+        ev["request_id"], err["request_id"],
+        "same request id in reply and audit"
+    );
+    assert_eq!(ev["severity"], "WARNING");
+    assert_eq!(ev["subject"], session.body["subject"]);
+
+    // A successful sign-in.
+    let login = gate.login(&mut admin_key).await;
+    let ev = demo
+        .audit_event(&[("event", "login"), ("outcome", "success")])
+        .await;
+    check_audit_common(&ev);
+    assert_eq!(ev["subject"], login.body["subject"]);
+
+    // `admin invite` in the same directory, while the demo runs: one URL
+    // line on stdout, usable right away.
+    let mut c = tapgate(dir.path());
+    c.args([
+        "admin",
+        "invite",
+        "--email",
+        "e@example.com",
+        "--role",
+        "member",
+    ])
+    .env("PORT", port.to_string());
+    let out = run(c);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout:?}");
+    assert!(is_invite_line(lines[0], port), "{}", lines[0]);
+
+    // A failed registration (no user verification), then a good one.
+    let token = invite_token(lines[0]);
+    let opts = gate.register_options(&token).await;
+    let cred = SoftKey::without_uv()
+        .create(&gate.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    gate.register_verify(&cred, opts["ceremony"].as_str().unwrap())
+        .await
+        .assert_error(400, "user-not-verified");
+    let ev = demo
+        .audit_event(&[
+            ("event", "registration"),
+            ("outcome", "failure"),
+            ("reason", "user-not-verified"),
+        ])
+        .await;
+    check_audit_common(&ev);
+    assert_eq!(ev["email"], "e@example.com");
+    let member = gate.register(&mut SoftKey::new(), &token).await;
+    assert_eq!(member.body["email"], "e@example.com");
+    demo.audit_event(&[
+        ("event", "registration"),
+        ("outcome", "success"),
+        ("email", "e@example.com"),
+    ])
+    .await;
+
+    // Restart in the same directory: no new invite, and the signing key
+    // was kept, so the session still works.
+    drop(demo);
+    let mut again = tapgate(dir.path());
+    again
+        .arg("demo")
+        .env("PORT", port.to_string())
+        .env("TAPGATE_UPSTREAM", upstream.url());
+    let mut again = Running::spawn(again);
+    again
+        .wait_line(30, "the sign-in hint", |l| l.starts_with("Sign in at "))
+        .await;
+    assert!(!again.lines().iter().any(|l| is_invite_line(l, port)));
+    wait_healthy(&gate).await;
+    let r = gate
+        .get("/after-restart", &[("cookie", &session.cookie())])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn admin_invite_refuses_bad_arguments_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "admin",
+            "invite",
+            "--email",
+            "not-an-email",
+            "--role",
+            "member",
+        ][..],
+        &[
+            "admin",
+            "invite",
+            "--email",
+            "e@example.com",
+            "--role",
+            "Bad Role",
+        ],
+        &[
+            "admin",
+            "invite",
+            "--email",
+            "e@example.com",
+            "--role",
+            "member",
+            "--ttl",
+            "1s",
+        ],
+        &["admin", "invite", "--email", "e@example.com"],
+    ] {
+        let mut c = tapgate(dir.path());
+        c.args(args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn check_names_every_bad_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        r#"
+public_url = "http://app.example.com"
+upstream = "ftp://files.example.com"
+[session]
+ttl = "forever"
+[assertion]
+ttl = "10m"
+[webauthn]
+user_verification = "sometimes"
+challenge_ttl = "1s"
+[[route]]
+path = "admin"
+allow_roles = ["admin"]
+[[route]]
+path = "/x"
+allow_roles = ["Bad Role"]
+[[route]]
+path = "/y"
+"#,
+    )
+    .unwrap();
+    let mut c = tapgate(dir.path());
+    c.args(["check", "--config", "bad.toml"]);
+    let out = run(c);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for key in [
+        "public_url",
+        "upstream",
+        "session.ttl",
+        "assertion.ttl",
+        "store.url",
+        "keys.signing_key_file",
+        "webauthn.user_verification",
+        "webauthn.challenge_ttl",
+        "route[0].path",
+        "route[1].allow_roles",
+        "route[2].allow_roles",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key}: "))),
+            "{key} not named on stderr:\n{stderr}"
+        );
+    }
+
+    // A misspelt section is an error too, never silently ignored.
+    std::fs::write(dir.path().join("typo.toml"), "[sesion]\nttl = \"1h\"\n").unwrap();
+    let mut c = tapgate(dir.path());
+    c.args(["check", "--config", "typo.toml"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sesion"));
+
+    // A missing file.
+    let mut c = tapgate(dir.path());
+    c.args(["check", "--config", "missing.toml"]);
+    assert_eq!(run(c).status.code(), Some(2));
+}
+
+#[test]
+fn check_accepts_a_good_config_and_env_overrides_count() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        tapgate::token::SigningKey::generate_pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("good.toml"),
+        r#"
+public_url = "https://app.example.com"
+upstream = "http://127.0.0.1:8081"
+[session]
+ttl = "8h"
+[assertion]
+audience = "https://api.example.com"
+[store]
+url = "sqlite://data/tapgate.db"
+[keys]
+signing_key_file = "key.pem"
+[webauthn]
+challenge_ttl = "10s"
+[[route]]
+path = "/admin/"
+allow_roles = ["admin"]
+max_auth_age = "5m"
+[[route]]
+path = "/"
+allow_roles = ["member", "admin"]
+"#,
+    )
+    .unwrap();
+    let mut c = tapgate(dir.path());
+    c.args(["check", "--config", "good.toml"]);
+    let out = run(c);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("https://app.example.com"), "{stdout}");
+
+    // TAPGATE_SECTION__KEY overrides the file, and is checked the same way.
+    let mut c = tapgate(dir.path());
+    c.args(["check", "--config", "good.toml"])
+        .env("TAPGATE_SESSION__TTL", "forever");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session.ttl: "));
+}
