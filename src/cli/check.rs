@@ -9,6 +9,9 @@ pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
     let mode = if demo { Mode::Demo } else { Mode::Serve };
     match Config::load(mode, file) {
         Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {}: {}", w.key, w.message);
+            }
             println!("configuration OK");
             println!("  public URL : {}", c.public_origin);
             println!("  rp id      : {}", c.rp_id);

@@ -3,6 +3,7 @@
 
 mod admin;
 mod check;
+mod explain;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,12 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Show what the policy decides for a user and a request, and which rule
+    /// decides it, without a running server.
+    ///
+    /// Exit code 0 when the request would be allowed, 3 when it would need a
+    /// sign-in or step-up or be denied.
+    Explain(explain::ExplainArgs),
     /// Administer users and invites in the configured store.
     Admin {
         #[command(subcommand)]
@@ -68,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Check { config, demo } => check::run(config.as_deref(), demo),
         Command::Demo { config } => runtime(|| run::run(crate::config::Mode::Demo, config)),
         Command::Serve { config } => runtime(|| run::run(crate::config::Mode::Serve, config)),
+        Command::Explain(args) => runtime(|| explain::run(args)),
         Command::Admin { command } => runtime(|| admin::run(command)),
     }
 }

@@ -18,7 +18,10 @@ pub async fn run(mode: Mode, file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logs(mode);
-    match start(mode, config, started).await {
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, "{}", w.message);
+    }
+    match start(mode, config, file, started).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             super::report(e.as_ref());
@@ -42,6 +45,7 @@ fn init_logs(mode: Mode) {
 async fn start(
     mode: Mode,
     mut config: Config,
+    file: Option<PathBuf>,
     started: std::time::Instant,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let key = server::load_key(&config.signing_key)?;
@@ -107,6 +111,52 @@ async fn start(
             );
         }
     }
+    tokio::spawn(reload_on_sighup(app.clone(), mode, file));
     server::serve(listener, app).await?;
     Ok(())
+}
+
+/// SIGHUP: read the configuration again and, if it is valid, swap in the new
+/// policy (routes and trust settings) atomically. A bad file keeps the old
+/// policy. Other keys (listen, store, keys, upstream) need a restart.
+async fn reload_on_sighup(app: std::sync::Arc<App>, mode: Mode, file: Option<PathBuf>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(mode, file.as_deref()) {
+                Ok(new) => {
+                    let policy = server::policy_of(&new);
+                    let routes = policy.rules().len();
+                    app.policy.store(std::sync::Arc::new(policy));
+                    tracing::info!(
+                        routes,
+                        "configuration reloaded: new policy in force (other changes need a restart)"
+                    );
+                    let mut ev = crate::audit::AuditEvent::new(
+                        "policy_reloaded",
+                        crate::audit::Outcome::Success,
+                    );
+                    ev.reason = Some(format!("{routes} route(s)"));
+                    app.audit.record(ev);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed: keeping the policy in force");
+                    let mut ev = crate::audit::AuditEvent::new(
+                        "policy_reloaded",
+                        crate::audit::Outcome::Failure,
+                    );
+                    ev.reason = Some(e.to_string());
+                    app.audit.record(ev);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, mode, file);
+    }
 }

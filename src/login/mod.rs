@@ -47,8 +47,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                         StatusCode::BAD_REQUEST,
                         "invalid-request",
                         format!(
-                            "The JSON body does not have the expected fields: {}",
-                            short(&e.body_text(), 200)
+                            "The request body is not what this endpoint expects: {}.",
+                            data_error_reason(&e.body_text())
                         ),
                     ),
                     J::BytesRejection(_) => (
@@ -66,6 +66,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
         }
     }
+}
+
+/// serde's reason without axum's preamble and the line/column suffix:
+/// "missing field `credential`".
+fn data_error_reason(text: &str) -> String {
+    let reason = text.rsplit_once("target type: ").map_or(text, |(_, r)| r);
+    let reason = reason.rsplit_once(" at line ").map_or(reason, |(r, _)| r);
+    short(reason, 160)
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -230,6 +238,12 @@ fn json_with_cookies(body: serde_json::Value, cookies: &[HeaderValue]) -> Respon
 #[cfg(test)]
 mod tests {
     use super::safe_rd;
+
+    #[test]
+    fn data_errors_read_like_sentences() {
+        let axum = "Failed to deserialize the JSON body into the target type: missing field `credential` at line 1 column 2";
+        assert_eq!(super::data_error_reason(axum), "missing field `credential`");
+    }
 
     #[test]
     fn open_redirects_fall_back_to_root() {
