@@ -320,6 +320,14 @@
 
   // ---------------------------------------------------------------- login page
 
+  // Why the gate sent the person back here (reason codes from the policy).
+  var STEP_UP_REASONS = {
+    'auth-too-old': 'This page needs a recent key tap. Sign in again to continue.',
+    'credential-not-hardware': 'This page accepts only approved hardware security keys. Sign in with one.',
+    'credential-synced': 'This page does not accept synced passkeys. Sign in with a device-bound security key.',
+    'user-verification-missing': 'This page needs a key that checks your PIN or fingerprint.'
+  };
+
   function initLogin() {
     var form = $('login-form');
     var button = $('signin-button');
@@ -330,6 +338,9 @@
       setStatus('error', problem);
       return;
     }
+    // Sent here by a route that needs a fresher or stronger tap (step-up).
+    var stepUp = STEP_UP_REASONS[queryParam('reason')];
+    if (stepUp) setStatus('', stepUp);
 
     // Conditional UI (passkeys offered in the username field's autofill).
     // It runs until the person picks a passkey there or presses the button;
