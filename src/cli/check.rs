@@ -21,6 +21,11 @@ pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
             }
             println!("  listen     : {}", c.listen);
             println!("  store      : {}", c.store_url);
+            let roles = c.roles.as_ref().map_or("(not declared)".to_owned(), |r| {
+                r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            });
+            println!("  roles      : {roles}");
+            println!("  roots      : {} operator root certificate(s)", c.trust.roots.len());
             println!(
                 "  routes     : {}",
                 if c.routes.is_empty() {
