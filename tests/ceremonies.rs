@@ -908,3 +908,18 @@ async fn an_invite_for_a_registered_email_is_409_user_exists() {
         .await
         .assert_error(409, "user-exists");
 }
+
+#[tokio::test]
+async fn a_cloned_security_key_is_caught_by_its_signature_counter() {
+    let gate = TestGate::start().await;
+    let invite = gate.invite("ann@example.com", &["member"]).await;
+    let mut key = SoftKey::with_counter();
+    gate.register(&mut key, &invite).await;
+    let mut clone = key.clone();
+    gate.login(&mut key).await;
+    gate.login(&mut key).await;
+    // The clone's counter is behind the original's.
+    login_with(&gate, &mut clone, ClientData::default())
+        .await
+        .assert_error(400, "sign-count-regressed");
+}

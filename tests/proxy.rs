@@ -352,6 +352,22 @@ async fn forwarded_headers_are_set_and_host_is_the_upstreams() {
     assert!(r.header("x-request-id").is_some());
     assert_eq!(seen.header("x-request-id"), r.header("x-request-id"));
 
+    // Client-sent X-Forwarded-Proto/Host are replaced, not trusted.
+    let r = gate
+        .get(
+            "/fwd-forged",
+            &[
+                ("cookie", &session.cookie()),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let seen = gate.upstream.one("/fwd-forged");
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), [host.clone()]);
+
     // A load balancer's chain is kept and our peer appended.
     let r = gate
         .get(
@@ -528,6 +544,19 @@ async fn an_anonymous_browser_navigation_is_redirected_to_sign_in() {
         Some("/.tapgate/login?rd=%2Fpath%3Fq%3D1")
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
+    // HEAD is a navigation too.
+    let r = gate
+        .send(
+            gate.http
+                .head(gate.url("/path?q=1"))
+                .header("accept", "text/html"),
+        )
+        .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("/.tapgate/login?rd=%2Fpath%3Fq%3D1")
+    );
     // The sign-in page it points to exists.
     let page = gate
         .get(
@@ -803,6 +832,15 @@ async fn jwks_health_and_unknown_paths() {
     gate.get("/.tapgate/nothing-here", &[("accept", "application/json")])
         .await
         .assert_error(404, "not-found");
+    gate.get(
+        "/.tapgate/api/nothing-here",
+        &[("accept", "application/json")],
+    )
+    .await
+    .assert_error(404, "not-found");
+    gate.get("/.tapgate/api/me", &[("accept", "application/json")])
+        .await
+        .assert_error(401, "user-unauthenticated");
     // Our namespace is never proxied, signed in or not.
     assert_eq!(gate.upstream.count(), 0);
 }
@@ -840,4 +878,122 @@ async fn logout_clears_the_session_cookie() {
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/.tapgate/login"));
+}
+
+#[tokio::test]
+async fn behind_tls_the_session_cookie_is_host_prefixed_and_secure() {
+    let gate = TestGate::start_https().await;
+    let invite = gate.invite("ann@example.com", &["member"]).await;
+    let opts_reply = gate
+        .post(
+            "/.tapgate/api/register/options",
+            &json!({ "invite": invite }),
+        )
+        .await;
+    let opts = opts_reply.ok_json();
+    let ceremony_cookie = opts_reply
+        .set_cookie_line("tapgate_ceremony")
+        .expect("ceremony cookie");
+    assert!(ceremony_cookie.contains("; Secure"), "{ceremony_cookie}");
+    let mut key = SoftKey::new();
+    let cred = key
+        .create(&gate.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    let reply = gate
+        .register_verify(&cred, opts["ceremony"].as_str().unwrap())
+        .await;
+    reply.ok_json();
+    let line = reply
+        .set_cookie_line("__Host-tapgate_session")
+        .expect("__Host- session cookie");
+    for attr in ["; Path=/;", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+        assert!(line.contains(attr), "{attr} missing in {line}");
+    }
+    assert!(!line.to_ascii_lowercase().contains("domain="), "{line}");
+    assert!(reply.set_cookie_line("tapgate_session").is_none());
+    let token = reply.cookie("__Host-tapgate_session").unwrap();
+
+    let cookie = format!("__Host-tapgate_session={token}; theme=dark");
+    let r = gate.get("/tls", &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = gate.upstream.one("/tls");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header_all("cookie"), ["theme=dark"]);
+    let claims = verify_assertion(&gate, seen.header("x-tapgate-assertion").unwrap()).await;
+    assert_eq!(claims["iss"], gate.origin.as_str());
+
+    // The unprefixed name is not ours here (a sibling subdomain could set it).
+    gate.get(
+        "/tls",
+        &[
+            ("cookie", &format!("tapgate_session={token}")),
+            ("accept", "application/json"),
+        ],
+    )
+    .await
+    .assert_error(401, "user-unauthenticated");
+}
+
+#[tokio::test]
+#[ignore = "bug: a tapgate bearer token reaches the upstream when the session came from the cookie"]
+async fn regression_bearer_session_token_is_stripped_even_when_the_cookie_authenticated() {
+    // PRODUCT.md §3: before forwarding, tapgate removes its own cookie and
+    // bearer token. A client (e.g. a CLI with a cookie jar) that sends both
+    // must not leak a session token to the upstream, which could replay it.
+    let gate = TestGate::start().await;
+    let (_, session) = gate.user("ann@example.com", &["member"]).await;
+    let r = gate
+        .get(
+            "/both",
+            &[
+                ("cookie", &session.cookie()),
+                ("authorization", &format!("Bearer {}", session.token)),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = gate.upstream.one("/both");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the upstream received a tapgate session token"
+    );
+}
+
+#[tokio::test]
+#[ignore = "bug: 405 from /.tapgate/* has an empty body, not the {error,message,request_id} JSON shape"]
+async fn regression_wrong_method_on_own_endpoints_is_a_json_error() {
+    // PRODUCT.md §3: every JSON error, from any endpoint, has one shape.
+    let gate = TestGate::start().await;
+    for (method, path) in [
+        ("GET", "/.tapgate/api/login/options"),
+        ("GET", "/.tapgate/api/register/verify"),
+        ("GET", "/.tapgate/logout"),
+        ("POST", "/.tapgate/healthz"),
+        ("PUT", "/.tapgate/jwks.json"),
+    ] {
+        let r = gate
+            .send(
+                gate.http
+                    .request(method.parse().unwrap(), gate.url(path))
+                    .header("origin", &gate.origin)
+                    .header("accept", "application/json"),
+            )
+            .await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{method} {path}: no JSON body ({:?}, {:?})",
+            r.header("content-type"),
+            r.text()
+        );
+        let v = r.json();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains(' ')),
+            "{v}"
+        );
+        assert_eq!(v["request_id"].as_str(), r.header("x-request-id"));
+    }
 }

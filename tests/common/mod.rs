@@ -335,21 +335,29 @@ pub struct Session {
     pub token: String,
     /// The `verify` reply body.
     pub body: Value,
+    /// `tapgate_session`, or `__Host-tapgate_session` behind https.
+    pub cookie_name: String,
 }
 
 impl Session {
+    /// The `Cookie` header a browser would send.
     pub fn cookie(&self) -> String {
-        format!("tapgate_session={}", self.token)
+        format!("{}={}", self.cookie_name, self.token)
     }
 }
 
 /// An HTTP client for one tapgate (in-process or the real binary).
 #[derive(Clone)]
 pub struct Gate {
-    /// `http://localhost:PORT`
+    /// The public origin browsers see: `http://localhost:PORT` (or
+    /// `https://…` behind a TLS-terminating load balancer).
     pub origin: String,
+    /// Where requests are actually sent: `http://localhost:PORT`.
+    pub base: String,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The session cookie's name for this public origin.
+    pub cookie_name: String,
 }
 
 impl Gate {
@@ -360,15 +368,27 @@ impl Gate {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("build the HTTP client");
+        let base = format!("http://localhost:{}", addr.port());
         Gate {
-            origin: format!("http://localhost:{}", addr.port()),
+            origin: base.clone(),
+            base,
             addr,
             http,
+            cookie_name: "tapgate_session".into(),
         }
     }
 
+    /// A gate whose public URL is `https://localhost:PORT` (TLS ends in
+    /// front of it; we talk plain HTTP to it as the load balancer would).
+    pub fn behind_tls(addr: SocketAddr) -> Gate {
+        let mut g = Gate::new(addr);
+        g.origin = format!("https://localhost:{}", addr.port());
+        g.cookie_name = "__Host-tapgate_session".into();
+        g
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.origin, path)
+        format!("{}{}", self.base, path)
     }
 
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Reply {
@@ -445,10 +465,14 @@ impl Gate {
             .await;
         let body = reply.ok_json();
         let token = reply
-            .cookie("tapgate_session")
+            .cookie(&self.cookie_name)
             .filter(|t| !t.is_empty())
-            .expect("register/verify sets tapgate_session");
-        Session { token, body }
+            .expect("register/verify sets the session cookie");
+        Session {
+            token,
+            body,
+            cookie_name: self.cookie_name.clone(),
+        }
     }
 
     /// Discoverable sign-in (`{}` options); asserts success.
@@ -466,10 +490,14 @@ impl Gate {
             .await;
         let body = reply.ok_json();
         let token = reply
-            .cookie("tapgate_session")
+            .cookie(&self.cookie_name)
             .filter(|t| !t.is_empty())
-            .expect("login/verify sets tapgate_session");
-        Session { token, body }
+            .expect("login/verify sets the session cookie");
+        Session {
+            token,
+            body,
+            cookie_name: self.cookie_name.clone(),
+        }
     }
 }
 
@@ -512,14 +540,25 @@ impl TestGate {
     /// taken; add sections such as `[webauthn]`, not `[store]`/`[keys]`);
     /// `env` are `TAPGATE_…` overrides, exactly as the binary reads them.
     pub async fn start_with(extra_toml: &str, env: &[(&str, &str)]) -> TestGate {
+        TestGate::start_inner(extra_toml, env, false).await
+    }
+
+    /// Public URL `https://localhost:PORT`: tapgate behind a TLS-terminating
+    /// load balancer (secure cookies, `__Host-` prefix).
+    pub async fn start_https() -> TestGate {
+        TestGate::start_inner("", &[], true).await
+    }
+
+    async fn start_inner(extra_toml: &str, env: &[(&str, &str)], https: bool) -> TestGate {
         let upstream = Upstream::start().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind tapgate");
         let addr = listener.local_addr().expect("tapgate address");
         let toml = format!(
-            "public_url = \"http://localhost:{port}\"\nupstream = \"{up}\"\n{extra_toml}\n\
+            "public_url = \"{scheme}://localhost:{port}\"\nupstream = \"{up}\"\n{extra_toml}\n\
              [store]\nurl = \"sqlite::memory:\"\n[keys]\nsigning_key_file = \"/unused\"\n",
+            scheme = if https { "https" } else { "http" },
             port = addr.port(),
             up = upstream.url(),
         );
@@ -537,7 +576,11 @@ impl TestGate {
             let _ = axum::serve(listener, svc).await;
         });
         TestGate {
-            gate: Gate::new(addr),
+            gate: if https {
+                Gate::behind_tls(addr)
+            } else {
+                Gate::new(addr)
+            },
             app,
             upstream,
             task,
@@ -608,6 +651,7 @@ impl TestGate {
         Session {
             token,
             body: session.body.clone(),
+            cookie_name: session.cookie_name.clone(),
         }
     }
 }
@@ -719,6 +763,8 @@ pub struct SoftKey {
     passkey: Option<Passkey>,
     /// Whether the key can verify its user (PIN/biometric).
     pub uv: bool,
+    /// Whether new credentials keep a signature counter.
+    pub counter: bool,
 }
 
 impl Default for SoftKey {
@@ -732,6 +778,7 @@ impl SoftKey {
         SoftKey {
             passkey: None,
             uv: true,
+            counter: false,
         }
     }
 
@@ -741,6 +788,16 @@ impl SoftKey {
         SoftKey {
             passkey: None,
             uv: false,
+            counter: false,
+        }
+    }
+
+    /// A key whose credentials count their signatures (a security key
+    /// rather than a synced passkey), so a clone can be detected.
+    pub fn with_counter() -> SoftKey {
+        SoftKey {
+            counter: true,
+            ..SoftKey::new()
         }
     }
 
@@ -764,12 +821,13 @@ impl SoftKey {
         let options: CredentialCreationOptions =
             serde_json::from_value(json!({ "publicKey": pk })).expect("creation options parse");
         let url = url::Url::parse(&client_origin).expect("origin URL");
-        let authenticator = Authenticator::new(
+        let mut authenticator = Authenticator::new(
             Aaguid(AAGUID),
             self.passkey.clone(),
             User { uv: self.uv },
             passkey_crypto::rust_crypto::RustCryptoBackend,
         );
+        authenticator.set_make_credentials_with_signature_counter(self.counter);
         let mut client = Client::new(authenticator).allows_insecure_localhost(true);
         let (resp, client_data_json) = if cd.is_honest() {
             let r = client
