@@ -208,6 +208,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth", any(gate::forward_auth))
         .nest("/api", api)
         .fallback(|| async { HttpError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "This endpoint does not accept that HTTP method; see docs/api.md.",
+            )
+        })
         // State-changing requests to our own endpoints must come from our
         // own pages (or from a non-browser client): CSRF defence.
         .layer(middleware::from_fn_with_state(

@@ -281,7 +281,7 @@ pub fn strip_identity(h: &mut HeaderMap) {
 /// Remove our session cookie from `Cookie` (keeping the others) and, if the
 /// session came as a bearer token, the `Authorization` header.
 pub fn strip_own_credentials(h: &mut HeaderMap, cookie_name: &str, bearer_used: bool) {
-    if bearer_used {
+    if bearer_used || h.get(header::AUTHORIZATION).is_some_and(is_own_bearer) {
         h.remove(header::AUTHORIZATION);
     }
     let cookies: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
@@ -307,6 +307,22 @@ pub fn strip_own_credentials(h: &mut HeaderMap, cookie_name: &str, bearer_used: 
     {
         h.insert(header::COOKIE, v);
     }
+}
+
+/// A bearer token that is one of our session tokens, even if the request
+/// was authenticated by the cookie: the upstream must never receive one
+/// (it could replay it).
+fn is_own_bearer(v: &HeaderValue) -> bool {
+    let Some(token) = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer").then_some(t.trim()))
+    else {
+        return false;
+    };
+    jsonwebtoken::decode_header(token)
+        .is_ok_and(|h| h.typ.as_deref() == Some(crate::token::SESSION_TYP))
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@ pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
                 r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
             });
             println!("  roles      : {roles}");
-            println!("  roots      : {} operator root certificate(s)", c.trust.roots.len());
+            println!(
+                "  roots      : {} operator root certificate(s)",
+                c.trust.roots.len()
+            );
             println!(
                 "  routes     : {}",
                 if c.routes.is_empty() {
