@@ -287,6 +287,17 @@ pub fn fill_event(
         ev.email = Some(s.principal.email.to_string());
         ev.credential = Some(s.principal.cred.clone());
     }
+    client_facts(ev, ctx, headers, client);
+}
+
+/// The request facts every audit event carries: client address, user
+/// agent (truncated), request id.
+pub fn client_facts(
+    ev: &mut AuditEvent,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    client: SocketAddr,
+) {
     ev.ip = Some(client.ip().to_string());
     ev.user_agent = headers
         .get(header::USER_AGENT)

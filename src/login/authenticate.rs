@@ -2,7 +2,7 @@
 //! → verify against the stored key → counter updated → signed in.
 
 use super::{
-    ApiJson, ceremony_cookie, clear_ceremony_cookie, clear_session_cookie, event,
+    ApiJson, audited, ceremony_cookie, clear_ceremony_cookie, clear_session_cookie, event,
     json_with_cookies, safe_rd, session_cookie, take_ceremony, webauthn_error,
 };
 use crate::audit::Outcome;
@@ -77,12 +77,7 @@ pub async fn login_verify(
     let now = now_unix();
     let mut ev = event("login", Outcome::Failure, &ctx, &headers, client);
     let result = login(&app, &headers, body, now, &mut ev).await;
-    match &result {
-        Ok(_) => ev.outcome = Some(Outcome::Success),
-        Err(e) => ev.reason = Some(e.code.to_owned()),
-    }
-    app.audit.record(ev);
-    result
+    audited(&app, ev, result)
 }
 
 fn not_recognised(code: &'static str, message: &str) -> HttpError {

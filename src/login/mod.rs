@@ -209,13 +209,22 @@ fn event(
     client: std::net::SocketAddr,
 ) -> AuditEvent {
     let mut ev = AuditEvent::new(name, outcome);
-    ev.ip = Some(client.ip().to_string());
-    ev.user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect());
-    ev.request_id = Some(ctx.id.clone());
+    crate::gate::client_facts(&mut ev, ctx, headers, client);
     ev
+}
+
+/// Record a ceremony's outcome (success, or the failure's reason code) and
+/// pass the result on.
+fn audited<T>(app: &App, mut ev: AuditEvent, result: Result<T, HttpError>) -> Result<T, HttpError> {
+    match &result {
+        Ok(_) => ev.outcome = Some(Outcome::Success),
+        Err(e) => {
+            ev.outcome = Some(Outcome::Failure);
+            ev.reason = Some(e.code.to_owned());
+        }
+    }
+    app.audit.record(ev);
+    result
 }
 
 /// Map a WebAuthn verification failure to a 400 with the crate's reason

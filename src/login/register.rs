@@ -2,8 +2,8 @@
 //! → verify → user + credential stored atomically → signed in.
 
 use super::{
-    ApiJson, ceremony_cookie, clear_ceremony_cookie, event, json_with_cookies, session_cookie,
-    take_ceremony, webauthn_error,
+    ApiJson, audited, ceremony_cookie, clear_ceremony_cookie, event, json_with_cookies,
+    session_cookie, take_ceremony, webauthn_error,
 };
 use crate::audit::Outcome;
 use crate::error::HttpError;
@@ -126,12 +126,7 @@ pub async fn register_verify(
     let now = now_unix();
     let mut ev = event("registration", Outcome::Failure, &ctx, &headers, client);
     let result = register(&app, &headers, body, now, &mut ev).await;
-    match &result {
-        Ok(_) => ev.outcome = Some(Outcome::Success),
-        Err(e) => ev.reason = Some(e.code.to_owned()),
-    }
-    app.audit.record(ev);
-    result
+    audited(&app, ev, result)
 }
 
 async fn register(
