@@ -995,3 +995,39 @@ async fn regression_wrong_method_on_own_endpoints_is_a_json_error() {
         assert_eq!(v["request_id"].as_str(), r.header("x-request-id"));
     }
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_in_the_upstreams_answer_are_not_passed_on() {
+    let gate = TestGate::start().await;
+    let (_, session) = gate.user("ann@example.com", &["member"]).await;
+    let r = gate
+        .get("/hop-response", &[("cookie", &session.cookie())])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-up-end-to-end"), Some("kept"));
+    assert_eq!(r.header("x-up-hop"), None);
+    assert_eq!(r.header("keep-alive"), None);
+    assert!(
+        r.headers
+            .get_all("connection")
+            .iter()
+            .all(|v| !v.to_str().unwrap_or("").contains("x-up-hop"))
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_504_upstream_timeout() {
+    let gate = TestGate::start_with("[proxy]\ntimeout = \"1s\"\n", &[]).await;
+    let (_, session) = gate.user("ann@example.com", &["member"]).await;
+    let started = std::time::Instant::now();
+    gate.get(
+        "/slow",
+        &[
+            ("cookie", &session.cookie()),
+            ("accept", "application/json"),
+        ],
+    )
+    .await
+    .assert_error(504, "upstream-timeout");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}

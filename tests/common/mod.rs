@@ -92,6 +92,8 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream address");
         let app = axum::Router::new()
             .route("/ws", axum::routing::get(ws_echo))
+            .route("/slow", axum::routing::get(slow))
+            .route("/hop-response", axum::routing::get(hop_response))
             .fallback(record)
             .with_state(seen.clone());
         let task = tokio::spawn(async move {
@@ -186,6 +188,32 @@ async fn record(
     let mut r = axum::Json(reply).into_response();
     r.headers_mut()
         .insert("x-upstream", axum::http::HeaderValue::from_static("test"));
+    r
+}
+
+/// Answers after 3 s (for proxy timeouts).
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    "late"
+}
+
+/// Answers with connection-specific headers a proxy must not pass on.
+async fn hop_response() -> Response {
+    let mut r = axum::Json(json!({ "upstream": "test" })).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "connection",
+        axum::http::HeaderValue::from_static("x-up-hop"),
+    );
+    h.insert("x-up-hop", axum::http::HeaderValue::from_static("1"));
+    h.insert(
+        "keep-alive",
+        axum::http::HeaderValue::from_static("timeout=5"),
+    );
+    h.insert(
+        "x-up-end-to-end",
+        axum::http::HeaderValue::from_static("kept"),
+    );
     r
 }
 
