@@ -923,3 +923,76 @@ async fn a_cloned_security_key_is_caught_by_its_signature_counter() {
         .await
         .assert_error(400, "sign-count-regressed");
 }
+
+#[tokio::test]
+async fn any_instance_finishes_a_ceremony_another_began_and_a_challenge_is_used_once() {
+    let a = TestGate::start().await;
+    let b = a.sibling().await;
+    // Registration begun on A, finished on B.
+    let invite = a.invite("ann@example.com", &["member"]).await;
+    let opts = a.register_options(&invite).await;
+    let mut key = SoftKey::new();
+    let cred = key
+        .create(&a.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    b.register_verify(&cred, ceremony(&opts)).await.ok_json();
+    // Sign-in begun on B, finished on A; the replay on B is refused.
+    let opts = b.login_options(&json!({})).await;
+    let cred = key
+        .get(&b.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    let reply = a.login_verify(&cred, ceremony(&opts)).await;
+    reply.ok_json();
+    b.login_verify(&cred, ceremony(&opts))
+        .await
+        .assert_error(400, "challenge-reused");
+    // The session A issued is good on B, without a database lookup.
+    let token = reply.cookie("tapgate_session").unwrap();
+    let r = b
+        .get(
+            "/elsewhere",
+            &[("cookie", &format!("tapgate_session={token}"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn session_and_assertion_lifetimes_and_audience_follow_the_config() {
+    let gate = TestGate::start_with(
+        "[session]\nttl = \"2m\"\n[assertion]\nttl = \"300s\"\naudience = \"https://api.example.com\"\n",
+        &[],
+    )
+    .await;
+    let invite = gate.invite("ann@example.com", &["member"]).await;
+    let opts = gate.register_options(&invite).await;
+    let mut key = SoftKey::new();
+    let cred = key
+        .create(&gate.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    let reply = gate.register_verify(&cred, ceremony(&opts)).await;
+    reply.ok_json();
+    let line = reply.set_cookie_line("tapgate_session").unwrap();
+    assert!(line.contains("Max-Age=120"), "{line}");
+    let token = reply.cookie("tapgate_session").unwrap();
+    let claims = jwt_payload(&token);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        120
+    );
+
+    let r = gate
+        .get("/aud", &[("cookie", &format!("tapgate_session={token}"))])
+        .await;
+    assert_eq!(r.status, 200);
+    let jwt = gate
+        .upstream
+        .one("/aud")
+        .header("x-tapgate-assertion")
+        .unwrap()
+        .to_owned();
+    let a = jwt_payload(&jwt);
+    assert_eq!(a["aud"], "https://api.example.com");
+    assert_eq!(a["iss"], gate.origin.as_str());
+    assert_eq!(a["exp"].as_u64().unwrap() - a["iat"].as_u64().unwrap(), 300);
+}

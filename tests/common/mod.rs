@@ -543,7 +543,17 @@ pub struct TestGate {
     pub gate: Gate,
     pub app: Arc<App>,
     pub upstream: Upstream,
+    shared: Shared,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What instances behind one public URL share.
+#[derive(Clone)]
+struct Shared {
+    extra_toml: String,
+    env: Vec<(String, String)>,
+    key_pem: String,
+    store: DynStore,
 }
 
 impl std::ops::Deref for TestGate {
@@ -578,39 +588,64 @@ impl TestGate {
     }
 
     async fn start_inner(extra_toml: &str, env: &[(&str, &str)], https: bool) -> TestGate {
-        let upstream = Upstream::start().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind tapgate");
         let addr = listener.local_addr().expect("tapgate address");
-        let toml = format!(
-            "public_url = \"{scheme}://localhost:{port}\"\nupstream = \"{up}\"\n{extra_toml}\n\
-             [store]\nurl = \"sqlite::memory:\"\n[keys]\nsigning_key_file = \"/unused\"\n",
-            scheme = if https { "https" } else { "http" },
-            port = addr.port(),
-            up = upstream.url(),
-        );
+        let gate = if https {
+            Gate::behind_tls(addr)
+        } else {
+            Gate::new(addr)
+        };
+        let store: DynStore = Arc::new(SqliteStore::memory().await.expect("in-memory store"));
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = Config::from_sources(Mode::Serve, Some(&toml), &env)
+        let shared = Shared {
+            extra_toml: extra_toml.to_owned(),
+            env,
+            key_pem: SigningKey::generate_pem(),
+            store,
+        };
+        TestGate::serve(listener, gate, shared).await
+    }
+
+    /// Another instance behind the same public URL, sharing the store and
+    /// the signing key (what a second Cloud Run instance is).
+    pub async fn sibling(&self) -> TestGate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tapgate");
+        let addr = listener.local_addr().expect("tapgate address");
+        let mut gate = Gate::new(addr);
+        gate.origin = self.gate.origin.clone();
+        gate.cookie_name = self.gate.cookie_name.clone();
+        TestGate::serve(listener, gate, self.shared.clone()).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, gate: Gate, shared: Shared) -> TestGate {
+        let upstream = Upstream::start().await;
+        let toml = format!(
+            "public_url = \"{public}\"\nupstream = \"{up}\"\n{extra}\n\
+             [store]\nurl = \"sqlite::memory:\"\n[keys]\nsigning_key_file = \"/unused\"\n",
+            public = gate.origin,
+            up = upstream.url(),
+            extra = shared.extra_toml,
+        );
+        let config = Config::from_sources(Mode::Serve, Some(&toml), &shared.env)
             .unwrap_or_else(|e| panic!("test config:\n{toml}\n{e}"));
-        let key = SigningKey::from_pem(&SigningKey::generate_pem()).expect("fresh signing key");
-        let store: DynStore = Arc::new(SqliteStore::memory().await.expect("in-memory store"));
-        let app = App::with_parts(config, key, store).expect("assemble the app");
+        let key = SigningKey::from_pem(&shared.key_pem).expect("signing key");
+        let app = App::with_parts(config, key, shared.store.clone()).expect("assemble the app");
         let svc = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, svc).await;
         });
         TestGate {
-            gate: if https {
-                Gate::behind_tls(addr)
-            } else {
-                Gate::new(addr)
-            },
+            gate,
             app,
             upstream,
+            shared,
             task,
         }
     }
