@@ -76,6 +76,26 @@ pub(crate) struct PublicKey {
     key: ParsedPublicKey,
     /// For EC2 keys, the uncompressed SEC1 point (fido-u2f signs over it).
     sec1_point: Option<Vec<u8>>,
+    /// The key's numbers as the COSE_Key gave them (absent for keys read from certificates):
+    /// attestation formats compare them with the key an attestation vouches for.
+    components: Option<KeyComponents>,
+}
+
+/// The numbers of a credential public key, leading zero bytes of RSA integers stripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyComponents {
+    /// An EC2 key: COSE curve (1 = P-256, 2 = P-384, 3 = P-521) and fixed-size coordinates.
+    Ec2 { crv: i64, x: Vec<u8>, y: Vec<u8> },
+    /// An Ed25519 key.
+    Ed25519 { x: Vec<u8> },
+    /// An RSA key: modulus and public exponent, big-endian.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+}
+
+/// Big-endian integer bytes without leading zeros (an all-zero value becomes empty).
+pub(crate) fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    b.get(first..).unwrap_or_default()
 }
 
 fn malformed(detail: impl Into<String>) -> Error {
@@ -192,6 +212,11 @@ impl PublicKey {
                     alg,
                     key: parsed,
                     sec1_point: Some(point),
+                    components: Some(KeyComponents::Ec2 {
+                        crv: found,
+                        x: x.to_vec(),
+                        y: y.to_vec(),
+                    }),
                 })
             }
             Alg::EdDsa => {
@@ -216,6 +241,7 @@ impl PublicKey {
                     alg,
                     key: parsed,
                     sec1_point: None,
+                    components: Some(KeyComponents::Ed25519 { x: x.to_vec() }),
                 })
             }
             Alg::Rs256 | Alg::Ps256 => {
@@ -229,6 +255,10 @@ impl PublicKey {
                     alg,
                     key: parsed,
                     sec1_point: None,
+                    components: Some(KeyComponents::Rsa {
+                        n: strip_leading_zeros(n).to_vec(),
+                        e: strip_leading_zeros(e).to_vec(),
+                    }),
                 })
             }
         }
@@ -242,7 +272,13 @@ impl PublicKey {
             alg,
             key,
             sec1_point: None,
+            components: None,
         })
+    }
+
+    /// The key's numbers, for keys parsed from a COSE_Key.
+    pub(crate) fn components(&self) -> Option<&KeyComponents> {
+        self.components.as_ref()
     }
 
     pub(crate) fn alg(&self) -> Alg {

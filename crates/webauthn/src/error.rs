@@ -80,6 +80,21 @@ pub enum Error {
     AttestationCertificateExpired,
     /// The AAGUID in the attestation certificate is not the one in authenticatorData.
     AttestationAaguidMismatch,
+    /// The key the attestation vouches for (certificate key, TPM key area) is not the new
+    /// credential's key.
+    AttestationPublicKeyMismatch { fmt: &'static str },
+    /// The attestation was made over other data than this registration: the nonce, challenge
+    /// or TPM extraData does not match authenticatorData and clientDataJSON.
+    AttestationNonceMismatch { fmt: &'static str },
+    /// The x5c chain does not lead to a root in the trust store.
+    AttestationUntrusted { detail: String },
+    /// A certificate on the x5c chain is not acceptable (issuer not a CA, path too long, bad
+    /// signature, unsupported algorithm, unrecognised critical extension, unreadable).
+    AttestationChainInvalid { detail: String },
+    /// A certificate on the chain, or the root, is not valid at the verification time.
+    AttestationChainExpired { subject: String },
+    /// An operator-supplied trusted root could not be read.
+    TrustAnchorInvalid { name: String, detail: String },
 
     /// The assertion signature is empty or does not verify with the stored key.
     SignatureInvalid,
@@ -126,6 +141,12 @@ impl Error {
             Error::AttestationCertificateInvalid { .. } => "attestation-certificate-invalid",
             Error::AttestationCertificateExpired => "attestation-certificate-expired",
             Error::AttestationAaguidMismatch => "attestation-aaguid-mismatch",
+            Error::AttestationPublicKeyMismatch { .. } => "attestation-public-key-mismatch",
+            Error::AttestationNonceMismatch { .. } => "attestation-nonce-mismatch",
+            Error::AttestationUntrusted { .. } => "attestation-untrusted",
+            Error::AttestationChainInvalid { .. } => "attestation-chain-invalid",
+            Error::AttestationChainExpired { .. } => "attestation-chain-expired",
+            Error::TrustAnchorInvalid { .. } => "trust-anchor-invalid",
             Error::SignatureInvalid => "signature-invalid",
             Error::SignCountRegressed { .. } => "sign-count-regressed",
         }
@@ -164,6 +185,12 @@ impl Error {
         "attestation-certificate-invalid",
         "attestation-certificate-expired",
         "attestation-aaguid-mismatch",
+        "attestation-public-key-mismatch",
+        "attestation-nonce-mismatch",
+        "attestation-untrusted",
+        "attestation-chain-invalid",
+        "attestation-chain-expired",
+        "trust-anchor-invalid",
         "signature-invalid",
         "sign-count-regressed",
     ];
@@ -320,8 +347,8 @@ impl fmt::Display for Error {
             Error::AttestationFormatUnsupported { fmt } => write!(
                 f,
                 "the authenticator sent a \"{}\" attestation, a format this site does not \
-                 verify (supported: none, packed, fido-u2f); register with attestation \
-                 \"none\" or use another authenticator",
+                 verify (supported: none, packed, fido-u2f, tpm, android-key, apple); register \
+                 with attestation \"none\" or use another authenticator",
                 Excerpt(fmt)
             ),
             Error::AttestationStatementMalformed { fmt, detail } => write!(
@@ -356,6 +383,39 @@ impl fmt::Display for Error {
                 "the attestation certificate names another authenticator model (AAGUID) than \
                  the authenticator data; the response was altered or the authenticator is \
                  faulty",
+            ),
+            Error::AttestationPublicKeyMismatch { fmt } => write!(
+                f,
+                "the \"{fmt}\" attestation vouches for another key than the new credential's; \
+                 the response was altered or the authenticator is faulty"
+            ),
+            Error::AttestationNonceMismatch { fmt } => write!(
+                f,
+                "the \"{fmt}\" attestation was made for another registration than this one; the \
+                 response was altered or replayed, try registering again"
+            ),
+            Error::AttestationUntrusted { detail } => write!(
+                f,
+                "the authenticator's attestation does not lead to a trusted manufacturer root \
+                 ({detail}); use an authenticator this site accepts, or ask the operator to add \
+                 its manufacturer's root certificate"
+            ),
+            Error::AttestationChainInvalid { detail } => write!(
+                f,
+                "the authenticator's attestation certificate chain is not valid ({detail}); use \
+                 another authenticator"
+            ),
+            Error::AttestationChainExpired { subject } => write!(
+                f,
+                "the attestation certificate \"{}\" is not valid at this time (check the server \
+                 clock); otherwise use another authenticator",
+                Excerpt(subject)
+            ),
+            Error::TrustAnchorInvalid { name, detail } => write!(
+                f,
+                "the trusted root \"{}\" could not be read ({detail}); give it as PEM \
+                 certificates (-----BEGIN CERTIFICATE----- ...)",
+                Excerpt(name)
             ),
             Error::SignatureInvalid => f.write_str(
                 "the sign-in signature does not verify with this passkey's public key; try \

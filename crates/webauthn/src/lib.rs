@@ -9,10 +9,13 @@
 //! - remember challenges or make them single-use (pass the one you issued, then burn it);
 //! - look the stored credential up (use [`AuthenticationResponseJson::credential_id`]);
 //! - compare the returned user handle with the user you expected;
-//! - decide whether an attestation chain ends at a trusted root (the x5c is returned).
+//! - decide which roots to trust: [`verify_registration`] returns the x5c chain and
+//!   [`TrustStore::verify`] checks it against the roots the operator chose
+//!   ([`TrustStore::builtin`] plus their own).
 //!
 //! Code map: `client_data` (clientDataJSON checks), `authenticator_data` (binary parser and
 //! flag policy), `cose` (COSE_Key to a validated key), `attestation/` (one file per format),
+//! `trust/` (roots, chain validation, AAGUID names), `asn1` (a small strict DER reader),
 //! `json` (the L3 JSON shapes and base64url), `error`.
 
 #![forbid(unsafe_code)]
@@ -32,12 +35,14 @@
     )
 )]
 
+mod asn1;
 mod attestation;
 mod authenticator_data;
 mod client_data;
 mod cose;
 mod error;
 mod json;
+mod trust;
 
 use std::time::SystemTime;
 
@@ -49,6 +54,7 @@ pub use json::{
     AuthenticationResponseJson, AuthenticatorAssertionResponseJson,
     AuthenticatorAttestationResponseJson, RegistrationResponseJson, base64url, base64url_decode,
 };
+pub use trust::{TrustPath, TrustStore, aaguid_string, authenticator_name};
 
 use attestation::AttestationObject;
 use authenticator_data::AuthenticatorData;
@@ -96,8 +102,10 @@ pub enum AttestationKind {
     None,
     /// `packed` signed by the credential itself: proves the key is held, nothing about the model.
     SelfAttestation,
-    /// Signed by an attestation certificate; `x5c` is the chain, leaf first, DER. Whether it
-    /// ends at a trusted root is not checked here.
+    /// Signed or vouched for by an attestation certificate (`packed` and `fido-u2f` basic,
+    /// `tpm` attestation CA, `android-key`, `apple` anonymization CA); `x5c` is the chain,
+    /// leaf first, DER. Whether it ends at a trusted root is [`TrustStore::verify`]'s
+    /// question.
     Basic { x5c: Vec<Vec<u8>> },
 }
 
@@ -113,7 +121,8 @@ pub struct Registration {
     pub sign_count: u32,
     pub aaguid: [u8; 16],
     pub flags: Flags,
-    /// The attestation statement format (`none`, `packed`, `fido-u2f`).
+    /// The attestation statement format (`none`, `packed`, `fido-u2f`, `tpm`, `android-key`,
+    /// `apple`).
     pub fmt: String,
     pub attestation: AttestationKind,
     /// Transport hints the browser reported (unverified, for later `allowCredentials`).
@@ -294,6 +303,9 @@ pub mod fuzz {
         let _ = AttestationObject::parse(bytes);
         let _ = PublicKey::from_cose(bytes);
         let _ = attestation::parse_certificate(bytes);
+        let _ = asn1::read_all(bytes);
+        let _ = TrustStore::empty().verify(&[bytes.to_vec()], SystemTime::UNIX_EPOCH);
+        let _ = TrustStore::empty().add_pem("fuzz", &String::from_utf8_lossy(bytes));
         let _ = base64url_decode(&String::from_utf8_lossy(bytes));
     }
 }

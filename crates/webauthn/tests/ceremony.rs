@@ -276,8 +276,8 @@ fn upstream_expected_errors_have_precise_reasons() {
             "algorithm-unsupported",
         ),
         (
-            "w3c-webauthn",
-            "tpm-es256/registration",
+            "simplewebauthn",
+            "should skip CTS check when enforcement option is false",
             "attestation-format-unsupported",
         ),
         (

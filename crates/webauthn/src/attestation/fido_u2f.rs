@@ -21,11 +21,13 @@ pub(super) fn verify(stmt: &Statement, ctx: &Context<'_>) -> Result<AttestationK
         return Err(bad("x5c must hold exactly one certificate"));
     };
     let leaf = AttestationCertificate::parse(leaf_der)?;
-    let cert_key = PublicKey::from_spki(leaf.spki_der(), Alg::Es256).map_err(|()| {
-        Error::AttestationCertificateInvalid {
-            detail: "its key is not an EC P-256 key".into(),
-        }
-    })?;
+    let not_p256 = || Error::AttestationCertificateInvalid {
+        detail: "its key is not an EC P-256 key".into(),
+    };
+    if !leaf.key_fits(Alg::Es256.cose()) {
+        return Err(not_p256());
+    }
+    let cert_key = PublicKey::from_spki(leaf.spki_der(), Alg::Es256).map_err(|()| not_p256())?;
 
     let attested = ctx
         .auth_data

@@ -5,16 +5,24 @@
 //! refused with `attestation-format-unsupported` rather than accepted unverified: a relying
 //! party that wants no attestation asks for `"none"`, and browsers then send `none`.
 //!
-//! Trust (does the x5c chain end at a root we trust?) is deliberately not decided here: the
-//! chain is returned for the caller's policy.
+//! Trust (does the x5c chain end at a root we trust?) is not decided here: the chain is
+//! returned, and [`crate::trust::TrustStore::verify`] checks it against the operator's roots.
+//!
+//! `android-safetynet` is deliberately unsupported: Google deprecated SafetyNet and Android
+//! now attests keys with `android-key`; browsers no longer produce it for new credentials.
 
-mod certificate;
+mod android_key;
+mod apple;
+pub(crate) mod certificate;
 mod fido_u2f;
 mod none;
 mod packed;
+mod tpm;
 
 use std::time::SystemTime;
 
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use ciborium::Value;
 
 use crate::authenticator_data::AuthenticatorData;
@@ -134,6 +142,9 @@ pub(crate) fn verify(
         "none" => none::verify(stmt),
         "packed" => packed::verify(stmt, ctx),
         "fido-u2f" => fido_u2f::verify(stmt, ctx),
+        "tpm" => tpm::verify(stmt, ctx),
+        "android-key" => android_key::verify(stmt, ctx),
+        "apple" => apple::verify(stmt, ctx),
         other => Err(Error::AttestationFormatUnsupported {
             fmt: other.to_string(),
         }),
@@ -166,17 +177,93 @@ fn x5c(stmt: &Statement, fmt: &'static str) -> Result<Option<Vec<Vec<u8>>>, Erro
 }
 
 fn sig<'s>(stmt: &'s Statement, fmt: &'static str) -> Result<&'s [u8], Error> {
-    match stmt.get("sig") {
+    bytes_field(stmt, "sig", fmt)
+}
+
+/// A byte-string member of the statement.
+fn bytes_field<'s>(stmt: &'s Statement, key: &str, fmt: &'static str) -> Result<&'s [u8], Error> {
+    match stmt.get(key) {
         Some(Value::Bytes(b)) => Ok(b),
         Some(_) => Err(Error::AttestationStatementMalformed {
             fmt,
-            detail: "sig is not bytes".into(),
+            detail: format!("{key} is not bytes"),
         }),
         None => Err(Error::AttestationStatementMalformed {
             fmt,
-            detail: "sig is missing".into(),
+            detail: format!("{key} is missing"),
         }),
     }
+}
+
+/// The statement's `alg`: a COSE algorithm identifier.
+fn alg_field(stmt: &Statement, fmt: &'static str) -> Result<i64, Error> {
+    let bad = |detail: &str| Error::AttestationStatementMalformed {
+        fmt,
+        detail: detail.into(),
+    };
+    match stmt.get("alg") {
+        Some(Value::Integer(i)) => i64::try_from(*i).map_err(|_| bad("alg is out of range")),
+        Some(_) => Err(bad("alg is not an integer")),
+        None => Err(bad("alg is missing")),
+    }
+}
+
+/// RS1 (RSASSA-PKCS1-v1_5 with SHA-1): only TPMs still sign with it.
+const COSE_RS1: i64 = -65535;
+
+/// The signature algorithm an attestation statement's `alg` names, for a certificate's key.
+/// RS1 is accepted only where the format allows it (`tpm`).
+fn statement_algorithm(alg: i64, allow_rs1: bool) -> Option<&'static dyn VerificationAlgorithm> {
+    Some(match alg {
+        -7 => &signature::ECDSA_P256_SHA256_ASN1,
+        -35 => &signature::ECDSA_P384_SHA384_ASN1,
+        -36 => &signature::ECDSA_P521_SHA512_ASN1,
+        -8 => &signature::ED25519,
+        -257 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        -258 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        -259 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        -37 => &signature::RSA_PSS_2048_8192_SHA256,
+        -38 => &signature::RSA_PSS_2048_8192_SHA384,
+        -39 => &signature::RSA_PSS_2048_8192_SHA512,
+        COSE_RS1 if allow_rs1 => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        _ => return None,
+    })
+}
+
+/// The hash an attestation algorithm signs with (TPM extraData is this hash of the data).
+fn statement_hash(alg: i64) -> Option<&'static digest::Algorithm> {
+    Some(match alg {
+        COSE_RS1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        -7 | -257 | -37 => &digest::SHA256,
+        -35 | -258 | -38 => &digest::SHA384,
+        -36 | -259 | -39 => &digest::SHA512,
+        _ => return None,
+    })
+}
+
+/// Verifies `sig` over `message` with the attestation certificate's key and the statement's
+/// algorithm `alg`.
+fn verify_with_certificate(
+    cert: &certificate::AttestationCertificate,
+    alg: i64,
+    allow_rs1: bool,
+    message: &[u8],
+    sig: &[u8],
+    fmt: &'static str,
+) -> Result<(), Error> {
+    let algorithm = statement_algorithm(alg, allow_rs1)
+        .ok_or(Error::AlgorithmUnsupported { alg: Some(alg) })?;
+    let unfit = || Error::AttestationCertificateInvalid {
+        detail: format!("its public key does not fit the statement's algorithm {alg}"),
+    };
+    if !cert.key_fits(alg) {
+        return Err(unfit());
+    }
+    let key = ParsedPublicKey::new(algorithm, cert.spki_der()).map_err(|_| unfit())?;
+    if sig.is_empty() || key.verify_sig(message, sig).is_err() {
+        return Err(Error::AttestationSignatureInvalid { fmt });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

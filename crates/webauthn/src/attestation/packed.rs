@@ -1,11 +1,8 @@
 //! `packed` attestation (§8.2): self attestation (signed by the new credential's own key) or
 //! basic attestation (signed by a certificate's key, the x5c leaf).
 
-use ciborium::Value;
-
 use super::certificate::AttestationCertificate;
-use super::{Context, Statement, sig, x5c};
-use crate::cose::{Alg, PublicKey};
+use super::{Context, Statement, alg_field, sig, verify_with_certificate, x5c};
 use crate::{AttestationKind, Error};
 
 const FMT: &str = "packed";
@@ -15,11 +12,7 @@ pub(super) fn verify(stmt: &Statement, ctx: &Context<'_>) -> Result<AttestationK
         fmt: FMT,
         detail: detail.into(),
     };
-    let alg = match stmt.get("alg") {
-        Some(Value::Integer(i)) => i64::try_from(*i).map_err(|_| bad("alg is out of range"))?,
-        Some(_) => return Err(bad("alg is not an integer")),
-        None => return Err(bad("alg is missing")),
-    };
+    let alg = alg_field(stmt, FMT)?;
     let sig = sig(stmt, FMT)?;
     if stmt.get("ecdaaKeyId").is_some() {
         // ECDAA was removed from WebAuthn Level 2 on; nobody ships it.
@@ -30,24 +23,14 @@ pub(super) fn verify(stmt: &Statement, ctx: &Context<'_>) -> Result<AttestationK
 
     match x5c(stmt, FMT)? {
         Some(chain) => {
-            let alg = Alg::from_cose(alg).ok_or(Error::AlgorithmUnsupported { alg: Some(alg) })?;
             let leaf_der = chain.first().ok_or_else(|| bad("x5c is empty"))?;
             let leaf = AttestationCertificate::parse(leaf_der)?;
-            // The rest of the chain is returned for the caller's trust policy; it must at
-            // least be certificates.
+            // The rest of the chain is checked by `TrustStore::verify`; it must at least be
+            // certificates.
             for c in chain.iter().skip(1) {
                 AttestationCertificate::parse(c)?;
             }
-            let key = PublicKey::from_spki(leaf.spki_der(), alg).map_err(|()| {
-                Error::AttestationCertificateInvalid {
-                    detail: format!(
-                        "its public key does not fit the statement's algorithm {}",
-                        alg.cose()
-                    ),
-                }
-            })?;
-            key.verify(&signed, sig)
-                .map_err(|()| Error::AttestationSignatureInvalid { fmt: FMT })?;
+            verify_with_certificate(&leaf, alg, false, &signed, sig, FMT)?;
             let aaguid = ctx
                 .auth_data
                 .attested
