@@ -1,10 +1,12 @@
 //! The store: users, credentials, invites and single-use challenges.
-//! `Store` is the one interface; `sqlite.rs` is the embedded default
-//! (PostgreSQL follows the same trait and conformance suite). Only this
-//! module contains SQL. The proxy hot path never calls it.
+//! `Store` is the one interface; `sqlite.rs` is the embedded default and
+//! `postgres.rs` the scale-out backend (same trait, same conformance suite).
+//! Only this module contains SQL. The proxy hot path never calls it.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{CredentialId, Email, Role, Subject};
@@ -124,9 +126,13 @@ pub type DynStore = Arc<dyn Store>;
 pub async fn open(url: &str) -> Result<DynStore, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
     } else {
+        // Only the scheme is echoed: the rest may carry a password.
+        let scheme = url.split(':').next().unwrap_or_default();
         Err(StoreError::Other(format!(
-            "store {url:?} is not supported by this build yet (use sqlite://PATH)"
+            "store.url scheme {scheme:?} is not supported (use sqlite://PATH or postgres://…)"
         )))
     }
 }
