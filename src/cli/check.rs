@@ -20,7 +20,7 @@ pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
                 crate::config::Upstream::Echo => println!("  upstream   : built-in echo app"),
             }
             println!("  listen     : {}", c.listen);
-            println!("  store      : {}", c.store_url);
+            println!("  store      : {}", redact_password(&c.store_url));
             let roles = c.roles.as_ref().map_or("(not declared)".to_owned(), |r| {
                 r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
             });
@@ -50,5 +50,31 @@ pub fn run(file: Option<&Path>, demo: bool) -> ExitCode {
             super::report(&e);
             ExitCode::from(super::EXIT_CONFIG)
         }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            super::redact_password("postgres://tg:s3cret@db:5432/tapgate"),
+            "postgres://tg:***@db:5432/tapgate"
+        );
+        assert_eq!(
+            super::redact_password("sqlite://tapgate-data/t.db"),
+            "sqlite://tapgate-data/t.db"
+        );
     }
 }
