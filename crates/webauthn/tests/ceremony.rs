@@ -299,3 +299,40 @@ fn upstream_expected_errors_have_precise_reasons() {
         .count();
     assert!(refused_uv >= 5, "{refused_uv}");
 }
+
+#[test]
+fn new_formats_bind_the_authenticator_data() {
+    // A changed signCount inside authenticatorData: tpm and apple notice through the hash they
+    // carry (extraData, nonce), android-key through the credential's signature.
+    for (file, name, reason) in [
+        (
+            "py_webauthn",
+            "TestVerifyRegistrationResponseTPM.test_verify_tpm_with_ecc_public_area_type",
+            "attestation-nonce-mismatch",
+        ),
+        (
+            "py_webauthn",
+            "TestVerifyRegistrationResponseApple.test_verify_attestation_apple_passkey",
+            "attestation-nonce-mismatch",
+        ),
+        (
+            "py_webauthn",
+            "TestVerifyRegistrationResponseAndroidKey.test_verify_attestation_android_key_hardware_authority",
+            "attestation-signature-invalid",
+        ),
+    ] {
+        let c = case(file, name);
+        assert!(run(&c).is_ok(), "{name}");
+        let mut reg = registration(&c).clone();
+        let mut att = tapgate_webauthn::base64url_decode(&reg.response.attestation_object).unwrap();
+        let p = common::peek_attestation(&att).unwrap();
+        let at = att
+            .windows(p.auth_data.len())
+            .position(|w| w == p.auth_data.as_slice())
+            .unwrap();
+        att[at + 36] ^= 0x01;
+        reg.response.attestation_object = base64url(&att);
+        let e = verify_registration(&rp(&c), &c.challenge, &reg, c.now).unwrap_err();
+        assert_eq!(e.reason(), reason, "{name}: {e}");
+    }
+}
