@@ -186,7 +186,15 @@ pub fn accepted_authenticators(policy: &crate::policy::Policy) -> String {
     if trust.aaguids.is_empty() {
         return "any key whose maker's attestation certificate is trusted here".into();
     }
-    let names: Vec<String> = trust.aaguids.to_vec();
+    let names: Vec<String> = trust
+        .aaguids
+        .iter()
+        .map(|a| {
+            crate::model::parse_aaguid(a)
+                .and_then(|b| tapgate_webauthn::authenticator_name(&b))
+                .map_or_else(|| a.clone(), str::to_owned)
+        })
+        .collect();
     names.join(", ")
 }
 

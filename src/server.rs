@@ -29,6 +29,8 @@ pub struct App {
     pub audit: Audit,
     /// Swapped atomically on reload (SIGHUP); readers never wait.
     pub policy: arc_swap::ArcSwap<Policy>,
+    /// Attestation roots, swapped together with the policy on reload.
+    pub trust: arc_swap::ArcSwap<tapgate_webauthn::TrustStore>,
     /// `None` until the demo's echo app is bound (then always `Some`).
     pub upstream: Option<Upstream>,
     pub identity: Identity,
@@ -150,6 +152,7 @@ impl App {
         };
         App {
             policy: arc_swap::ArcSwap::from_pointee(policy_of(&config)),
+            trust: arc_swap::ArcSwap::from_pointee(config.trust.store()),
             cookie_name: identity.session_cookie,
             identity,
             keys,
@@ -165,14 +168,13 @@ impl App {
 
 /// Compile the policy a configuration describes (at start and on reload).
 pub fn policy_of(config: &Config) -> Policy {
-    let roots = config
-        .trust
-        .roots
-        .iter()
-        .map(|(_, der)| crate::crypto::sha256_hex(der))
-        .collect();
+    let store = config.trust.store();
     let trust = crate::policy::Trust {
-        roots,
+        roots: store
+            .fingerprints()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         aaguids: config.trust.allowed_aaguids.clone(),
         global: config.trust.global,
     };

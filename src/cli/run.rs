@@ -131,6 +131,7 @@ async fn reload_on_sighup(app: std::sync::Arc<App>, mode: Mode, file: Option<Pat
                 Ok(new) => {
                     let policy = server::policy_of(&new);
                     let routes = policy.rules().len();
+                    app.trust.store(std::sync::Arc::new(new.trust.store()));
                     app.policy.store(std::sync::Arc::new(policy));
                     tracing::info!(
                         routes,

@@ -67,8 +67,9 @@ pub enum KeySource {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustConfig {
     pub builtin_roots: bool,
-    /// The operator's attestation roots, read from `root_files`: (name, DER).
-    pub roots: Vec<(String, Vec<u8>)>,
+    /// The operator's attestation roots as read from `root_files`:
+    /// (file name, PEM text), each checked to hold readable certificates.
+    pub roots: Vec<(String, String)>,
     pub allowed_aaguids: Vec<String>,
     pub global: Strength,
 }
@@ -595,31 +596,37 @@ fn route(
 }
 
 /// Read the operator's root certificates (PEM, one or more per file).
-fn read_roots(files: &[String], p: &mut impl FnMut(&str, String)) -> Vec<(String, Vec<u8>)> {
+fn read_roots(files: &[String], p: &mut impl FnMut(&str, String)) -> Vec<(String, String)> {
     let mut roots = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let key = format!("trust.root_files[{i}]");
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                p(&key, format!("cannot read {f}: {e}"));
-                continue;
-            }
-        };
-        match pem::parse_many(&text) {
-            Ok(blocks) if blocks.iter().any(|b| b.tag() == "CERTIFICATE") => {
-                for (n, b) in blocks
-                    .iter()
-                    .filter(|b| b.tag() == "CERTIFICATE")
-                    .enumerate()
-                {
-                    roots.push((format!("{f}#{n}"), b.contents().to_vec()));
-                }
-            }
-            _ => p(&key, format!("{f} holds no PEM \"CERTIFICATE\" block")),
+        match std::fs::read_to_string(f) {
+            Ok(text) => match tapgate_webauthn::TrustStore::empty().add_pem(f, &text) {
+                Ok(0) => p(&key, format!("{f} holds no PEM \"CERTIFICATE\" block")),
+                Ok(_) => roots.push((f.clone(), text)),
+                Err(e) => p(&key, e.to_string()),
+            },
+            Err(e) => p(&key, format!("cannot read {f}: {e}")),
         }
     }
     roots
+}
+
+impl TrustConfig {
+    /// The attestation roots in force: the shipped ones (unless turned off)
+    /// plus the operator's.
+    pub fn store(&self) -> tapgate_webauthn::TrustStore {
+        let mut store = if self.builtin_roots {
+            tapgate_webauthn::TrustStore::builtin()
+        } else {
+            tapgate_webauthn::TrustStore::empty()
+        };
+        for (name, pem) in &self.roots {
+            // Each file was parsed when the configuration was read.
+            let _ = store.add_pem(name, pem);
+        }
+        store
+    }
 }
 
 fn trust_config(t: &raw::RawTrust, p: &mut impl FnMut(&str, String)) -> TrustConfig {

@@ -88,7 +88,9 @@ pub async fn register_options(
         "timeout": ttl * 1000,
         "excludeCredentials": [],
         "authenticatorSelection": { "residentKey": "required", "requireResidentKey": true, "userVerification": uv },
-        "attestation": "none",
+        // Ask for the maker's certificate only when some rule needs it:
+        // browsers may show an extra privacy prompt for it.
+        "attestation": if app.policy.load().wants_attestation() { "direct" } else { "none" },
         "extensions": { "credProps": true },
     });
     Ok(json_with_cookies(
@@ -173,7 +175,33 @@ async fn register(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "Passkey".into());
     let aaguid = format_aaguid(&reg.aaguid);
-    let attested = !matches!(reg.attestation, tapgate_webauthn::AttestationKind::None);
+    // Attested means: the statement's chain ends at a root trusted now.
+    // A chain that does not verify is not an error (attestation is
+    // optional) unless the deployment accepts hardware keys only.
+    let root = match &reg.attestation {
+        tapgate_webauthn::AttestationKind::Basic { x5c } => {
+            match app.trust.load().verify(x5c, std::time::SystemTime::now()) {
+                Ok(path) => {
+                    tracing::info!(root = %path.root_name, aaguid = %aaguid, "attestation verified");
+                    Some(path.root_fingerprint)
+                }
+                Err(e) => {
+                    tracing::info!(reason = e.reason(), aaguid = %aaguid, "attestation not trusted");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let attested = root.is_some();
+    let facts = AuthnFacts {
+        root: root.clone(),
+        uv: reg.flags.uv,
+        synced: reg.flags.be,
+        attested,
+        aaguid: aaguid.clone(),
+    };
+    refuse_below_floor(app, &facts)?;
     let user = UserRecord {
         subject: subject.clone(),
         email: email.clone(),
@@ -222,13 +250,7 @@ async fn register(
         roles: state.roles,
         auth_time: now,
         cred: cred_id.digest(),
-        authn: AuthnFacts {
-            root: None,
-            uv: reg.flags.uv,
-            synced: reg.flags.be,
-            attested,
-            aaguid,
-        },
+        authn: facts,
     };
     let (token, _) = app
         .keys
@@ -237,4 +259,42 @@ async fn register(
         json!({ "redirect": "/", "subject": principal.subject, "email": principal.email }),
         &[session_cookie(app, &token), clear_ceremony_cookie(app)],
     ))
+}
+
+/// A deployment-wide floor (`[trust] credentials = "hardware"`,
+/// `allow_synced = false`): a key that can never satisfy it is refused at
+/// registration, with the accepted kinds named.
+fn refuse_below_floor(app: &App, facts: &AuthnFacts) -> Result<(), HttpError> {
+    let policy = app.policy.load();
+    let floor = policy.trust().global;
+    let probe = Principal {
+        subject: Subject(String::new()),
+        email: crate::model::Email(String::new()),
+        roles: Vec::new(),
+        auth_time: 0,
+        cred: String::new(),
+        authn: facts.clone(),
+    };
+    if floor.hardware && !policy.trust().is_hardware(&probe) {
+        return Err(HttpError::bad_request(
+            "credential-not-accepted",
+            format!(
+                "This site accepts only approved hardware security keys: {}. Register one of those.",
+                crate::gate::accepted_authenticators(&policy)
+            ),
+        ));
+    }
+    if floor.deny_synced && facts.synced {
+        return Err(HttpError::bad_request(
+            "credential-synced",
+            "This site does not accept synced passkeys. Register a device-bound security key instead.",
+        ));
+    }
+    if floor.require_uv && !facts.uv {
+        return Err(HttpError::bad_request(
+            "user-verification-missing",
+            "This site needs a key that checks your PIN or fingerprint.",
+        ));
+    }
+    Ok(())
 }

@@ -203,6 +203,12 @@ impl Policy {
         &self.trust
     }
 
+    /// Does any rule (or the global floor) need attested hardware keys?
+    /// Then registrations ask for the attestation statement.
+    pub fn wants_attestation(&self) -> bool {
+        self.trust.global.hardware || self.rules.iter().any(|r| r.strength.hardware)
+    }
+
     /// Pairs `(shadowed, by)`: rule `shadowed` can never decide because the
     /// earlier rule `by` matches every request it does.
     pub fn shadowed(rules: &[Rule]) -> Vec<(usize, usize)> {

@@ -144,6 +144,13 @@ impl TrustStore {
         self.anchors.is_empty()
     }
 
+    /// The SHA-256 fingerprints (lowercase hex) of every root, as
+    /// [`TrustPath::root_fingerprint`] reports them: what a relying party
+    /// keeps to re-check, later, that a credential's root is still trusted.
+    pub fn fingerprints(&self) -> Vec<&str> {
+        self.anchors.iter().map(|a| a.fingerprint.as_str()).collect()
+    }
+
     /// The distinct root names, in the order they were added (for messages such as "accepted:
     /// …").
     pub fn root_names(&self) -> Vec<&str> {
