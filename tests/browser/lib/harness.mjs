@@ -67,7 +67,7 @@ export function withTimeout(promise, ms, what) {
 // Starts `tapgate demo` in `cwd` and resolves once it has printed the admin
 // invite URL on a line of its own. The returned object keeps all output for
 // diagnostics.
-export async function startTapgate({ cwd, port, upstream, extraEnv = {} }) {
+export async function startTapgate({ cwd, port, upstream, extraEnv = {}, args = ['demo'] }) {
   const env = { ...process.env };
   // Every TAPGATE_* variable is configuration to tapgate (an unknown key is an
   // error), so none leaks in from the shell, e.g. run.sh's TAPGATE_BIN.
@@ -75,7 +75,7 @@ export async function startTapgate({ cwd, port, upstream, extraEnv = {} }) {
   Object.assign(env, { PORT: String(port) }, extraEnv);
   if (upstream) env.TAPGATE_UPSTREAM = upstream;
   if (!env.RUST_LOG) env.RUST_LOG = 'info';
-  const child = spawn(tapgateBin, ['demo'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(tapgateBin, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const gate = {
     child,
