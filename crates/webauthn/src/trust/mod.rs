@@ -148,7 +148,10 @@ impl TrustStore {
     /// [`TrustPath::root_fingerprint`] reports them: what a relying party
     /// keeps to re-check, later, that a credential's root is still trusted.
     pub fn fingerprints(&self) -> Vec<&str> {
-        self.anchors.iter().map(|a| a.fingerprint.as_str()).collect()
+        self.anchors
+            .iter()
+            .map(|a| a.fingerprint.as_str())
+            .collect()
     }
 
     /// The distinct root names, in the order they were added (for messages such as "accepted:
