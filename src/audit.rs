@@ -19,6 +19,18 @@ pub enum Outcome {
 pub struct AuditEvent {
     pub event: &'static str,
     pub outcome: Option<Outcome>,
+    /// Who acted, for lifecycle and admin events: a subject, or `cli`.
+    /// `subject`, `email` and `credential` then describe the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// What was acted on, for people: `user u_…`, `key DIGEST`,
+    /// `invite 1a2b3c4d`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The change itself, when the event name does not say it all (a role
+    /// name, how a key was added).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,11 +72,49 @@ struct Line<'a> {
 
 pub struct Audit {
     instance: String,
+    sink: Sink,
+    /// Tests read the events back (see [`Audit::capture`]).
+    captured: std::sync::Mutex<Option<Vec<AuditEvent>>>,
+}
+
+/// Where the JSON lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sink {
+    Stdout,
+    /// The admin CLI: its stdout is its answer (`--json` for scripts).
+    Stderr,
 }
 
 impl Audit {
     pub fn new(instance: String) -> Audit {
-        Audit { instance }
+        Audit {
+            instance,
+            sink: Sink::Stdout,
+            captured: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// For the admin CLI: the same lines, on stderr.
+    pub fn to_stderr(instance: String) -> Audit {
+        Audit {
+            sink: Sink::Stderr,
+            ..Audit::new(instance)
+        }
+    }
+
+    /// Keep a copy of every event from now on (tests).
+    pub fn capture(&self) {
+        let mut c = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        c.get_or_insert_with(Vec::new);
+    }
+
+    /// The events kept since [`Audit::capture`].
+    pub fn captured(&self) -> Vec<AuditEvent> {
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     pub fn instance(&self) -> &str {
@@ -98,7 +148,18 @@ impl Audit {
         if let Ok(mut json) = serde_json::to_vec(&line) {
             json.push(b'\n');
             // One write call per line so concurrent events never interleave.
-            let _ = std::io::stdout().lock().write_all(&json);
+            let _ = match self.sink {
+                Sink::Stdout => std::io::stdout().lock().write_all(&json),
+                Sink::Stderr => std::io::stderr().lock().write_all(&json),
+            };
+        }
+        if let Some(events) = self
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            events.push(event);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The request path for everything that is not `/.tapgate/*`:
-//! cookie/bearer → session (cached verify) → policy → upstream, or a
-//! redirect to sign in, a step-up challenge, or a denial. Never touches the
-//! store.
+//! cookie/bearer → session (cached verify, then the in-memory revocation
+//! set) → policy → upstream, or a redirect to sign in, a step-up
+//! challenge, or a denial. Never touches the store.
 
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::HttpError;
@@ -22,6 +22,8 @@ pub struct Presented {
     pub bearer: bool,
     /// Why a presented token was not accepted (for the reason code).
     pub rejected: Option<&'static str>,
+    /// A good token whose session was revoked (for the audit event).
+    pub revoked: Option<Arc<CachedSession>>,
 }
 
 /// Find and verify the session token: the cookie first, then a bearer.
@@ -35,23 +37,35 @@ pub fn presented(app: &App, headers: &HeaderMap, now: u64) -> Presented {
             session: None,
             bearer: false,
             rejected: None,
+            revoked: None,
         };
     };
     match app.sessions.verify(&app.keys, token, now) {
+        // Revoked on any instance within a second: a hash lookup in the
+        // set the feed keeps current (crate::revocation).
+        Ok(s) if app.revocations.load().check(&s.claims).is_some() => Presented {
+            session: None,
+            bearer,
+            rejected: Some("session-revoked"),
+            revoked: Some(s),
+        },
         Ok(s) => Presented {
             session: Some(s),
             bearer,
             rejected: None,
+            revoked: None,
         },
         Err(crate::token::TokenError::Expired) => Presented {
             session: None,
             bearer,
             rejected: Some("session-expired"),
+            revoked: None,
         },
         Err(_) => Presented {
             session: None,
             bearer,
             rejected: Some("session-invalid"),
+            revoked: None,
         },
     }
 }
@@ -221,6 +235,15 @@ pub fn apply_decision(
         Decision::Allow(permitted) => Verdict::Allow(permitted),
         Decision::Login { reason, .. } => {
             let reason = p.rejected.unwrap_or(reason);
+            if let Some(s) = &p.revoked {
+                let mut ev = AuditEvent::new("session_refused", Outcome::Deny);
+                client_facts(&mut ev, ctx, asked.headers, asked.client);
+                ev.subject = Some(s.principal.subject.to_string());
+                ev.email = Some(s.principal.email.to_string());
+                ev.credential = Some(s.principal.cred.clone());
+                ev.reason = Some(reason.to_owned());
+                app.audit.record(ev);
+            }
             if asked.navigation {
                 Verdict::Respond(login_redirect(asked.target, None))
             } else {
@@ -228,6 +251,9 @@ pub fn apply_decision(
                     "session-expired" => "Your session has expired. Sign in again and retry.",
                     "session-invalid" => {
                         "The session token is not valid here. Sign in again and retry."
+                    }
+                    "session-revoked" => {
+                        "This session was ended (signed out everywhere, the key revoked, or the account changed by an administrator). Sign in again and retry."
                     }
                     _ => {
                         "Sign in first: open this address in a browser and sign in with your passkey."

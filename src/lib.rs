@@ -5,9 +5,12 @@
 //!   [`server`], [`store`], [`pages`], [`echo`]
 //! - core (no HTTP types, no IO, time passed in): [`model`], `tapgate_webauthn`
 //!   (crates/webauthn), [`token`], [`policy`], [`audit`]
-//! - glue on the request path: [`login`], [`gate`], [`upstream`], [`error`]
+//! - glue on the request path: [`login`], [`gate`], [`upstream`], [`error`],
+//!   [`revocation`] (the in-memory revoked-session set and its refresher)
+//! - administration (CLI and admin page alike): [`admin`]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod login;
 pub mod model;
 pub mod pages;
 pub mod policy;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod token;

@@ -31,6 +31,10 @@ pub struct App {
     pub policy: arc_swap::ArcSwap<Policy>,
     /// Attestation roots, swapped together with the policy on reload.
     pub trust: arc_swap::ArcSwap<tapgate_webauthn::TrustStore>,
+    /// Revoked sessions, refreshed from the store's feed every second and
+    /// swapped atomically; the gate reads it on every request.
+    pub revocations: arc_swap::ArcSwap<crate::revocation::Revocations>,
+    pub revocation_feed: crate::revocation::FeedHealth,
     /// `None` until the demo's echo app is bound (then always `Some`).
     pub upstream: Option<Upstream>,
     pub identity: Identity,
@@ -125,7 +129,9 @@ impl App {
             ),
             UpstreamConfig::Echo => None,
         };
-        Ok(Arc::new(App::assemble(config, key, store, upstream)))
+        let app = Arc::new(App::assemble(config, key, store, upstream));
+        follow_revocations(&app);
+        Ok(app)
     }
 
     pub fn assemble(
@@ -153,6 +159,8 @@ impl App {
         App {
             policy: arc_swap::ArcSwap::from_pointee(policy_of(&config)),
             trust: arc_swap::ArcSwap::from_pointee(config.trust.store()),
+            revocations: arc_swap::ArcSwap::from_pointee(Default::default()),
+            revocation_feed: Default::default(),
             cookie_name: identity.session_cookie,
             identity,
             keys,
@@ -163,6 +171,42 @@ impl App {
             rp,
             config,
         }
+    }
+}
+
+/// Read the revocation feed now and then every second, for as long as the
+/// app lives (the task holds only a weak reference). Needs a Tokio runtime;
+/// without one (never the case when serving) nothing is followed.
+pub fn follow_revocations(app: &Arc<App>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(app);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(crate::revocation::REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            // Failures are logged (once per outage) inside; the last known
+            // set stays in force.
+            let _ = app.refresh_revocations().await;
+        }
+    });
+}
+
+impl App {
+    /// One read of the revocation feed (the background task calls this
+    /// every second; tests may call it to skip the wait).
+    pub async fn refresh_revocations(&self) -> Result<usize, crate::store::StoreError> {
+        crate::revocation::refresh(
+            self.store.as_ref(),
+            &self.revocations,
+            &self.revocation_feed,
+            now_unix(),
+            crate::revocation::retention(self.config.session_ttl),
+        )
+        .await
     }
 }
 
@@ -189,12 +233,36 @@ fn instance_id() -> String {
 
 /// THE router. Layers wrap from the inside out: the last `.layer` runs first.
 pub fn router(app: Arc<App>) -> Router {
+    use crate::admin::api as admin;
+    use crate::login::account;
     let api = Router::new()
-        .route("/register/options", post(login::register_options))
-        .route("/register/verify", post(login::register_verify))
+        // New user from an invite, or another key for an existing one.
+        .route("/register/options", post(login::register_options_any))
+        .route("/register/verify", post(login::register_verify_any))
         .route("/login/options", post(login::login_options))
         .route("/login/verify", post(login::login_verify))
         .route("/me", get(login::me))
+        // The signed-in user's own keys.
+        .route("/account", get(account::account))
+        .route("/account/keys/{id}/rename", post(account::rename))
+        .route("/account/keys/{id}/revoke", post(account::revoke))
+        .route("/account/sessions/revoke", post(account::revoke_sessions))
+        .route("/account/device-link", post(account::device_link))
+        // Administration; every handler checks the admin role itself.
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/{subject}/disable", post(admin::disable))
+        .route("/admin/users/{subject}/enable", post(admin::enable))
+        .route(
+            "/admin/users/{subject}/sessions/revoke",
+            post(admin::revoke_sessions),
+        )
+        .route("/admin/users/{subject}/roles", post(admin::roles))
+        .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route(
+            "/admin/invites",
+            get(admin::invites).post(admin::create_invite),
+        )
+        .route("/admin/invites/{id}/cancel", post(admin::cancel_invite))
         // Ceremony bodies are small; refuse anything larger before parsing.
         .layer(DefaultBodyLimit::max(64 * 1024));
 
@@ -205,6 +273,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login", get(|| async { pages::page(pages::LOGIN) }))
         .route("/register", get(|| async { pages::page(pages::REGISTER) }))
         .route("/account", get(|| async { pages::page(pages::ACCOUNT) }))
+        .route("/admin", get(|| async { pages::page(pages::ADMIN) }))
         .route("/static/{file}", get(static_asset))
         .route("/logout", post(login::logout))
         .route("/auth", any(gate::forward_auth))

@@ -195,9 +195,14 @@ impl KeyRing {
 
     // ---- sessions ----
 
+    /// A session for `principal`, carrying the user's revocation `epoch`
+    /// and active key count as they are now (from the store, read by the
+    /// caller: see `login::start_session`).
     pub fn issue_session(
         &self,
         principal: &Principal,
+        epoch: u64,
+        keys: u32,
         now: u64,
         ttl_secs: u64,
     ) -> (String, SessionClaims) {
@@ -213,6 +218,8 @@ impl KeyRing {
             cred: principal.cred.clone(),
             authn: principal.authn.clone(),
             sid: crate::crypto::random_token(12),
+            ep: epoch,
+            nk: keys,
         };
         (self.sign(SESSION_TYP, &claims), claims)
     }
@@ -309,8 +316,18 @@ pub struct SessionClaims {
     pub auth_time: u64,
     pub cred: String,
     pub authn: AuthnFacts,
-    /// Session id: names this session in logs and (later) revocation lists.
+    /// Session id: names this session in logs.
     pub sid: String,
+    /// The user's revocation epoch when this session was issued: a session
+    /// whose `ep` is below the user's current one is revoked (see
+    /// `crate::revocation`). Absent in tokens from before epochs: 0.
+    #[serde(default)]
+    pub ep: u64,
+    /// How many active keys the user had when this session was issued
+    /// (re-issued when they add or revoke one), so that a route can ask for
+    /// a backup key without a lookup.
+    #[serde(default)]
+    pub nk: u32,
 }
 
 impl Timed for SessionClaims {
@@ -391,6 +408,9 @@ impl Timed for CeremonyState {
 pub enum CeremonyKind {
     Register,
     Login,
+    /// A key added to an existing user: from a signed-in session (with a
+    /// recent tap), or from a recovery invite (`invite` is then set).
+    AddKey,
 }
 
 impl CeremonyState {
@@ -539,7 +559,7 @@ mod tests {
     #[test]
     fn session_round_trip_and_expiry() {
         let r = ring();
-        let (tok, claims) = r.issue_session(&principal(), 1_000, 3600);
+        let (tok, claims) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
         assert_eq!(r.verify_session(&tok, 1_500).unwrap(), claims);
         assert_eq!(
             r.verify_session(&tok, 1_000 + 3600 + LEEWAY_SECS),
@@ -554,7 +574,7 @@ mod tests {
     #[test]
     fn token_kinds_are_not_interchangeable() {
         let r = ring();
-        let (session, claims) = r.issue_session(&principal(), 1_000, 3600);
+        let (session, claims) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
         let assertion = r.issue_assertion(&claims, "http://localhost:8080", 1_000, 60);
         assert_eq!(
             r.verify_session(&assertion, 1_001),
@@ -570,7 +590,7 @@ mod tests {
 
     #[test]
     fn tokens_from_another_key_are_refused() {
-        let (tok, _) = ring().issue_session(&principal(), 1_000, 3600);
+        let (tok, _) = ring().issue_session(&principal(), 0, 1, 1_000, 3600);
         assert_eq!(
             ring().verify_session(&tok, 1_001),
             Err(TokenError::UnknownKey)
@@ -580,7 +600,7 @@ mod tests {
     #[test]
     fn tampered_tokens_are_refused() {
         let r = ring();
-        let (tok, _) = r.issue_session(&principal(), 1_000, 3600);
+        let (tok, _) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
         let mut parts: Vec<String> = tok.split('.').map(String::from).collect();
         // Swap the payload for one claiming another subject.
         let forged = principal();
@@ -589,6 +609,8 @@ mod tests {
                 subject: Subject("u_admin".into()),
                 ..forged
             },
+            0,
+            1,
             1_000,
             3600,
         );
@@ -611,7 +633,7 @@ mod tests {
     #[test]
     fn assertion_claims_and_ttl_cap() {
         let r = ring();
-        let (_, claims) = r.issue_session(&principal(), 1_000, 3600);
+        let (_, claims) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
         let jwt = r.issue_assertion(&claims, "https://aud.example", 1_000, 10_000);
         let v = r
             .verify_assertion(&jwt, "https://aud.example", 1_001)
@@ -630,7 +652,7 @@ mod tests {
     fn cache_reuses_assertions_until_half_life() {
         let r = ring();
         let cache = SessionCache::new(64);
-        let (tok, _) = r.issue_session(&principal(), 1_000, 3600);
+        let (tok, _) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
         let s1 = cache.verify(&r, &tok, 1_000).unwrap();
         let a1 = s1.assertion(&r, "aud", 1_000, 60);
         let s2 = cache.verify(&r, &tok, 1_010).unwrap();
@@ -645,7 +667,7 @@ mod tests {
         let r = ring();
         let cache = SessionCache::new(16);
         for i in 0..100 {
-            let (tok, _) = r.issue_session(&principal(), 1_000 + i, 3600);
+            let (tok, _) = r.issue_session(&principal(), 0, 1, 1_000 + i, 3600);
             cache.verify(&r, &tok, 1_000 + i).unwrap();
         }
         let total: usize = cache.shards.iter().map(|s| s.read().unwrap().len()).sum();

@@ -168,9 +168,7 @@ async fn login(
             aaguid: record.aaguid.clone(),
         },
     };
-    let (token, _) = app
-        .keys
-        .issue_session(&principal, now, app.config.session_ttl.as_secs());
+    let token = super::start_session(app, &principal, now).await?;
     let rd = safe_rd(state.rd.as_deref());
     Ok(json_with_cookies(
         json!({ "redirect": rd, "subject": principal.subject, "email": principal.email, "token": token_for_cli(headers, &token) }),

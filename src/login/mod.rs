@@ -2,11 +2,22 @@
 //! session token → `Set-Cookie`. Ceremony state travels signed (cookie and
 //! a `ceremony` field), so any instance can finish what another began; the
 //! store makes each challenge single-use.
+//!
+//! - `register.rs`: a new user from an invite
+//! - `enroll.rs`: another key for an existing user (signed in with a
+//!   recent tap, or from a recovery invite); it also routes
+//!   `/api/register/*` to the right one of the two
+//! - `authenticate.rs`: sign-in, `/api/me`, logout
+//! - `account.rs`: the signed-in user's own keys (rename, revoke, sign out
+//!   everywhere, a link for another device)
 
+pub mod account;
 mod authenticate;
+mod enroll;
 mod register;
 
 pub use authenticate::{login_options, login_verify, logout, me};
+pub use enroll::{register_options_any, register_verify_any};
 pub use register::{register_options, register_verify};
 
 use crate::audit::{AuditEvent, Outcome};
@@ -19,6 +30,135 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 pub const CEREMONY_COOKIE: &str = "tapgate_ceremony";
+
+/// Adding a key (and revoking one, or making a link for another device)
+/// needs a key tap at most this long ago; otherwise the person signs in
+/// again first (step-up).
+pub const FRESH_TAP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Issue the session cookie value for `principal`, carrying the user's
+/// current revocation epoch (`ep`) and active key count (`nk`). Every
+/// ceremony that signs someone in ends here, so that a user disabled a
+/// moment ago gets no session even if a ceremony raced the change.
+pub async fn start_session(
+    app: &App,
+    principal: &crate::model::Principal,
+    now: u64,
+) -> Result<String, HttpError> {
+    let standing = app
+        .store
+        .standing(&principal.subject)
+        .await?
+        .ok_or_else(|| {
+            HttpError::unauthenticated(
+                "credential-unknown",
+                "This account no longer exists. Ask your administrator.",
+            )
+        })?;
+    if standing.disabled {
+        return Err(user_disabled());
+    }
+    let (token, _) = app.keys.issue_session(
+        principal,
+        standing.epoch,
+        standing.active_keys,
+        now,
+        app.config.session_ttl.as_secs(),
+    );
+    Ok(token)
+}
+
+pub(crate) fn user_disabled() -> HttpError {
+    HttpError::forbidden(
+        "user-disabled",
+        "This account is disabled. Ask your administrator.",
+    )
+}
+
+/// The request's session, or the 401 that says why there is none.
+pub fn require_session(
+    app: &App,
+    headers: &HeaderMap,
+    now: u64,
+) -> Result<std::sync::Arc<crate::token::CachedSession>, HttpError> {
+    let p = crate::gate::presented(app, headers, now);
+    p.session.ok_or_else(|| match p.rejected {
+        Some("session-revoked") => HttpError::unauthenticated(
+            "session-revoked",
+            "This session was ended (signed out everywhere, the key revoked, or the account changed by an administrator). Sign in again.",
+        ),
+        Some("session-expired") => {
+            HttpError::unauthenticated("session-expired", "Your session has expired. Sign in again.")
+        }
+        _ => HttpError::unauthenticated("user-unauthenticated", "Sign in first."),
+    })
+}
+
+/// Step-up for sensitive account changes: the last tap must be recent.
+/// Answers like a route's `max_auth_age` (RFC 9470 challenge).
+pub fn require_fresh_tap(
+    session: &crate::token::CachedSession,
+    now: u64,
+    what: &str,
+) -> Result<(), HttpError> {
+    if now.saturating_sub(session.principal.auth_time) <= FRESH_TAP.as_secs() {
+        return Ok(());
+    }
+    let challenge = format!(
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"a fresh key tap is required\", max_age={}",
+        FRESH_TAP.as_secs()
+    );
+    let mut e = HttpError::new(
+        StatusCode::UNAUTHORIZED,
+        "auth-too-old",
+        format!(
+            "{what} needs a key tap within the last {}. Sign in again with one of your keys, then try again.",
+            humantime::format_duration(FRESH_TAP)
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        e = e.with_header(header::WWW_AUTHENTICATE, v);
+    }
+    Err(e)
+}
+
+/// The stored record of a key that just registered.
+pub(crate) fn new_credential(
+    reg: &tapgate_webauthn::Registration,
+    subject: &crate::model::Subject,
+    nickname: Option<String>,
+    now: u64,
+) -> crate::store::CredentialRecord {
+    crate::store::CredentialRecord {
+        id: crate::model::CredentialId(reg.credential_id.clone()),
+        subject: subject.clone(),
+        public_key: reg.public_key.clone(),
+        alg: reg.alg,
+        sign_count: reg.sign_count,
+        aaguid: crate::model::format_aaguid(&reg.aaguid),
+        transports: reg.transports.clone(),
+        backup_eligible: reg.flags.be,
+        backup_state: reg.flags.bs,
+        attestation_fmt: reg.fmt.clone(),
+        attested: !matches!(reg.attestation, tapgate_webauthn::AttestationKind::None),
+        nickname: clean_nickname(nickname).unwrap_or_else(|| "Passkey".into()),
+        created: now,
+        last_used: Some(now),
+        revoked: None,
+        // Issue 3 fills this from the verified trust path.
+        attestation_root: None,
+    }
+}
+
+/// A key's nickname as people typed it: trimmed, no control characters,
+/// at most 64 characters; `None` when nothing is left.
+pub(crate) fn clean_nickname(n: Option<String>) -> Option<String> {
+    n.map(|n| {
+        let kept: String = n.chars().filter(|c| !c.is_control()).collect();
+        kept.trim().chars().take(64).collect::<String>()
+    })
+    .filter(|n| !n.is_empty())
+}
 
 /// A JSON body whose every rejection is one of our 400s (axum's default
 /// is plain text).

@@ -226,6 +226,7 @@ async fn register(
         created: now,
         last_used: Some(now),
         revoked: None,
+        attestation_root: None,
     };
     app.store
         .register_with_invite(&invite, &user, &record, now)
@@ -252,9 +253,7 @@ async fn register(
         cred: cred_id.digest(),
         authn: facts,
     };
-    let (token, _) = app
-        .keys
-        .issue_session(&principal, now, app.config.session_ttl.as_secs());
+    let token = super::start_session(app, &principal, now).await?;
     Ok(json_with_cookies(
         json!({ "redirect": "/", "subject": principal.subject, "email": principal.email }),
         &[session_cookie(app, &token), clear_ceremony_cookie(app)],

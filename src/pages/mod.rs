@@ -11,6 +11,7 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 pub const LOGIN: &str = include_str!("assets/login.html");
 pub const REGISTER: &str = include_str!("assets/register.html");
 pub const ACCOUNT: &str = include_str!("assets/account.html");
+pub const ADMIN: &str = include_str!("assets/admin.html");
 const ERROR: &str = include_str!("assets/error.html");
 const JS: &str = include_str!("assets/tapgate.js");
 const CSS: &str = include_str!("assets/tapgate.css");

@@ -35,19 +35,41 @@ fn credential(id: &[u8], subject: &str) -> CredentialRecord {
         created: 100,
         last_used: None,
         revoked: None,
+        attestation_root: None,
     }
 }
 
 fn invite(hash: &str, email: &str, expires: u64) -> InviteRecord {
-    InviteRecord {
-        token_hash: hash.into(),
-        email: Email::parse(email).unwrap(),
-        roles: vec![Role::parse("member").unwrap()],
-        created: 100,
+    InviteRecord::new(
+        hash.into(),
+        Email::parse(email).unwrap(),
+        vec![Role::parse("member").unwrap()],
+        100,
         expires,
-        created_by: "cli".into(),
-        used_at: None,
-    }
+        "cli",
+    )
+}
+
+fn recovery(hash: &str, user: &UserRecord, revoke_others: bool, expires: u64) -> InviteRecord {
+    let mut i = InviteRecord::new(
+        hash.into(),
+        user.email.clone(),
+        user.roles.clone(),
+        100,
+        expires,
+        "cli",
+    );
+    i.subject = Some(user.subject.clone());
+    i.revoke_other_keys = revoke_others;
+    i
+}
+
+fn role(r: &str) -> Role {
+    Role::parse(r).unwrap()
+}
+
+fn cid(id: &[u8]) -> CredentialId {
+    CredentialId(id.to_vec())
 }
 
 pub async fn run(store: &dyn Store) {
@@ -212,4 +234,409 @@ pub async fn run(store: &dyn Store) {
     // After expiry the record may be pruned; the ceremony state's own expiry
     // refuses the challenge long before that matters.
     assert!(store.consume_challenge(b"later", 900, 600).await.unwrap());
+}
+
+/// The credential lifecycle: listings, roles, disable, keys added, renamed
+/// and revoked, invites listed, cancelled and used for recovery, and the
+/// revocation feed that every one of those changes must feed. Run on a
+/// fresh store.
+pub async fn lifecycle(store: &dyn Store) {
+    let ann = user("u_ann", "ann@example.com");
+    let bob = user("u_bob", "bob@example.com");
+    store
+        .create_invite(&invite("ia", "ann@example.com", 1_000))
+        .await
+        .unwrap();
+    store
+        .create_invite(&invite("ib", "bob@example.com", 1_000))
+        .await
+        .unwrap();
+    store
+        .register_with_invite("ia", &ann, &credential(b"a1", "u_ann"), 200)
+        .await
+        .unwrap();
+    store
+        .register_with_invite("ib", &bob, &credential(b"b1", "u_bob"), 200)
+        .await
+        .unwrap();
+    assert!(store.revocations_since(0, 100).await.unwrap().is_empty());
+
+    // A new user starts at epoch 0 with one active key.
+    let standing = store.standing(&ann.subject).await.unwrap().unwrap();
+    assert_eq!(
+        standing,
+        Standing {
+            disabled: false,
+            epoch: 0,
+            active_keys: 1
+        }
+    );
+    assert!(
+        store
+            .standing(&Subject("u_nobody".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Adding a key to an existing user; duplicates and strangers refused.
+    let mut a2 = credential(b"a2", "u_ann");
+    a2.created = 210;
+    a2.backup_eligible = false;
+    a2.attestation_root = Some("ab".repeat(32));
+    store.add_credential(&a2).await.unwrap();
+    assert!(matches!(
+        store.add_credential(&credential(b"a2", "u_ann")).await,
+        Err(StoreError::DuplicateCredential)
+    ));
+    assert!(matches!(
+        store.add_credential(&credential(b"zz", "u_nobody")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.credential(&cid(b"a2")).await.unwrap().unwrap(), a2);
+    assert_eq!(
+        store
+            .standing(&ann.subject)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_keys,
+        2
+    );
+
+    // Listing: everyone with their keys, ordered by email.
+    let all = store.users_with_keys().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|u| u.user.email.as_str())
+            .collect::<Vec<_>>(),
+        ["ann@example.com", "bob@example.com"]
+    );
+    assert_eq!(all[0].user, ann);
+    assert_eq!(
+        all[0]
+            .credentials
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        vec![cid(b"a1"), cid(b"a2")]
+    );
+    assert_eq!(all[0].active_keys(), 2);
+    assert_eq!(all[1].credentials.len(), 1);
+    assert_eq!(
+        store.user_with_keys(&ann.subject).await.unwrap().unwrap(),
+        all[0]
+    );
+    assert!(
+        store
+            .user_with_keys(&Subject("u_nobody".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Rename: only one's own keys.
+    store
+        .rename_credential(&ann.subject, &cid(b"a2"), "backup")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .credential(&cid(b"a2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .nickname,
+        "backup"
+    );
+    assert!(matches!(
+        store
+            .rename_credential(&bob.subject, &cid(b"a2"), "mine")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Revoke: kept and marked, fed, idempotent, never someone else's, and
+    // never the last key unless asked.
+    assert!(matches!(
+        store
+            .revoke_credential(&bob.subject, &cid(b"a1"), true, 300)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .revoke_credential(&ann.subject, &cid(b"a1"), false, 300)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_credential(&ann.subject, &cid(b"a1"), false, 301)
+            .await
+            .unwrap(),
+        "already revoked"
+    );
+    let a1 = store.credential(&cid(b"a1")).await.unwrap().unwrap();
+    assert_eq!(a1.revoked, Some(300));
+    assert!(matches!(
+        store
+            .revoke_credential(&ann.subject, &cid(b"a2"), false, 302)
+            .await,
+        Err(StoreError::LastKey)
+    ));
+    assert!(
+        store
+            .credential(&cid(b"a2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    let feed = store.revocations_since(0, 100).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0].subject, ann.subject);
+    assert_eq!(feed[0].what, Revoked::Credential(cid(b"a1").digest()));
+    assert_eq!(feed[0].time, 300);
+    let first = feed[0].seq;
+
+    // Roles: granting keeps sessions, taking one away ends them.
+    let roles = store
+        .change_roles(&bob.subject, &[role("ops")], &[], 400)
+        .await
+        .unwrap();
+    assert_eq!(roles, vec![role("admin"), role("member"), role("ops")]);
+    assert!(
+        store
+            .revocations_since(first, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let roles = store
+        .change_roles(&bob.subject, &[], &[role("admin")], 401)
+        .await
+        .unwrap();
+    assert_eq!(roles, vec![role("member"), role("ops")]);
+    assert_eq!(
+        store.user(&bob.subject).await.unwrap().unwrap().roles,
+        roles
+    );
+    let feed = store.revocations_since(first, 100).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0].what, Revoked::SessionsBefore(1));
+    assert_eq!(
+        store.standing(&bob.subject).await.unwrap().unwrap().epoch,
+        1
+    );
+    // Revoking a role the user does not have changes nothing.
+    store
+        .change_roles(&bob.subject, &[], &[role("admin")], 402)
+        .await
+        .unwrap();
+    assert_eq!(store.revocations_since(first, 100).await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .change_roles(&Subject("u_nobody".into()), &[role("ops")], &[], 402)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Disable bumps the epoch; enabling does not bring old sessions back.
+    assert!(store.set_disabled(&bob.subject, true, 500).await.unwrap());
+    assert!(!store.set_disabled(&bob.subject, true, 501).await.unwrap());
+    let s = store.standing(&bob.subject).await.unwrap().unwrap();
+    assert!(s.disabled);
+    assert_eq!(s.epoch, 2);
+    assert!(store.user(&bob.subject).await.unwrap().unwrap().disabled);
+    assert!(store.set_disabled(&bob.subject, false, 502).await.unwrap());
+    let s = store.standing(&bob.subject).await.unwrap().unwrap();
+    assert!(!s.disabled);
+    assert_eq!(s.epoch, 2);
+    assert!(matches!(
+        store
+            .set_disabled(&Subject("u_nobody".into()), true, 503)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Sign out everywhere.
+    assert_eq!(store.revoke_sessions(&bob.subject, 600).await.unwrap(), 3);
+    assert!(matches!(
+        store
+            .revoke_sessions(&Subject("u_nobody".into()), 600)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The feed, paged: in order, gap-free, each entry once.
+    let feed = store.revocations_since(0, 100).await.unwrap();
+    assert_eq!(
+        feed.iter().map(|r| r.what.clone()).collect::<Vec<_>>(),
+        vec![
+            Revoked::Credential(cid(b"a1").digest()),
+            Revoked::SessionsBefore(1),
+            Revoked::SessionsBefore(2),
+            Revoked::SessionsBefore(3),
+        ]
+    );
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let page = store.revocations_since(0, 2).await.unwrap();
+    assert_eq!(page, feed[..2]);
+    assert_eq!(
+        store.revocations_since(page[1].seq, 100).await.unwrap(),
+        feed[2..]
+    );
+
+    // Invites: listed newest first with their state; cancel only pending.
+    let mut newer = invite("ic", "cat@example.com", 2_000);
+    newer.created = 700;
+    store.create_invite(&newer).await.unwrap();
+    store
+        .create_invite(&invite("id", "dan@example.com", 650))
+        .await
+        .unwrap();
+    let list = store.invites().await.unwrap();
+    assert_eq!(list[0].token_hash, "ic");
+    let used = list.iter().find(|i| i.token_hash == "ia").unwrap();
+    assert_eq!(used.used_by, Some(ann.subject.clone()));
+    assert_eq!(used.state(700), "used");
+    assert_eq!(
+        list.iter()
+            .find(|i| i.token_hash == "id")
+            .unwrap()
+            .state(700),
+        "expired"
+    );
+    store.cancel_invite("ic", 701).await.unwrap();
+    assert!(matches!(
+        store.cancel_invite("ic", 702).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.cancel_invite("ia", 702).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.cancel_invite("id", 702).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store.invite("ic", 702).await.unwrap().is_none(),
+        "cancelled"
+    );
+    let cancelled = store.invites().await.unwrap();
+    let ic = cancelled.iter().find(|i| i.token_hash == "ic").unwrap();
+    assert_eq!((ic.cancelled, ic.state(702)), (Some(701), "cancelled"));
+    assert!(matches!(
+        store
+            .register_with_invite(
+                "ic",
+                &user("u_cat", "cat@example.com"),
+                &credential(b"c1", "u_cat"),
+                703
+            )
+            .await,
+        Err(StoreError::InviteUnavailable)
+    ));
+
+    // Recovery: bound to its user, single use, never creates a user, and
+    // revokes the other keys in the same step when asked.
+    store
+        .create_invite(&recovery("ra", &ann, false, 2_000))
+        .await
+        .unwrap();
+    let found = store.invite("ra", 800).await.unwrap().unwrap();
+    assert_eq!(found.subject, Some(ann.subject.clone()));
+    assert!(!found.revoke_other_keys);
+    assert!(matches!(
+        store
+            .register_with_invite(
+                "ra",
+                &user("u_eve", "eve@example.com"),
+                &credential(b"e1", "u_eve"),
+                800
+            )
+            .await,
+        Err(StoreError::InviteUnavailable)
+    ));
+    assert!(matches!(
+        store
+            .add_key_with_invite("ra", &credential(b"b2", "u_bob"), 800)
+            .await,
+        Err(StoreError::InviteUnavailable)
+    ));
+    assert!(matches!(
+        store
+            .add_key_with_invite("ia", &credential(b"a9", "u_ann"), 800)
+            .await,
+        Err(StoreError::InviteUnavailable)
+    ));
+    // A failed step rolls back the use of the invite.
+    assert!(matches!(
+        store
+            .add_key_with_invite("ra", &credential(b"b1", "u_ann"), 800)
+            .await,
+        Err(StoreError::DuplicateCredential)
+    ));
+    let done = store
+        .add_key_with_invite("ra", &credential(b"a3", "u_ann"), 801)
+        .await
+        .unwrap();
+    assert_eq!(done.user, ann);
+    assert!(done.revoked.is_empty());
+    assert!(matches!(
+        store
+            .add_key_with_invite("ra", &credential(b"a4", "u_ann"), 802)
+            .await,
+        Err(StoreError::InviteUnavailable)
+    ));
+    let before = store.revocations_since(0, 100).await.unwrap().len();
+    store
+        .create_invite(&recovery("rb", &ann, true, 2_000))
+        .await
+        .unwrap();
+    let done = store
+        .add_key_with_invite("rb", &credential(b"a5", "u_ann"), 803)
+        .await
+        .unwrap();
+    // Ordered by creation: a3 (created 100) before a2 (created 210).
+    assert_eq!(done.revoked, vec![cid(b"a3"), cid(b"a2")]);
+    let keys = store.user_with_keys(&ann.subject).await.unwrap().unwrap();
+    assert_eq!(
+        keys.credentials
+            .iter()
+            .filter(|c| c.is_active())
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        vec![cid(b"a5")]
+    );
+    assert_eq!(
+        keys.credentials.len(),
+        4,
+        "revoked keys are kept (a1, a2, a3, a5)"
+    );
+    let feed = store.revocations_since(0, 100).await.unwrap();
+    assert_eq!(
+        feed[before..]
+            .iter()
+            .map(|r| r.what.clone())
+            .collect::<Vec<_>>(),
+        vec![
+            Revoked::Credential(cid(b"a3").digest()),
+            Revoked::Credential(cid(b"a2").digest()),
+        ]
+    );
+    // A recovery invite for nobody cannot exist.
+    assert!(matches!(
+        store
+            .create_invite(&recovery(
+                "rx",
+                &user("u_nobody", "x@example.com"),
+                false,
+                2_000
+            ))
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -1,7 +1,13 @@
-//! The store: users, credentials, invites and single-use challenges.
-//! `Store` is the one interface; `sqlite.rs` is the embedded default and
-//! `postgres.rs` the scale-out backend (same trait, same conformance suite).
-//! Only this module contains SQL. The proxy hot path never calls it.
+//! The store: users, credentials, invites, single-use challenges and the
+//! revocation feed. `Store` is the one interface; `sqlite.rs` is the
+//! embedded default and `postgres.rs` the scale-out backend (same trait,
+//! same conformance suite). Only this module contains SQL. The proxy hot
+//! path never calls it: revocations reach it through the in-memory set that
+//! `crate::revocation` refreshes from [`Store::revocations_since`].
+//!
+//! Every method that changes more than one record does so in one
+//! transaction; every change that must end sessions writes its revocation
+//! entry in that same transaction, so the feed never misses one.
 
 mod postgres;
 mod sqlite;
@@ -23,6 +29,9 @@ pub enum StoreError {
     DuplicateCredential,
     #[error("no such record")]
     NotFound,
+    /// Revoking this key would leave the user without any key.
+    #[error("this is the user's last active key")]
+    LastKey,
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("store error: {0}")]
@@ -67,6 +76,16 @@ pub struct CredentialRecord {
     pub created: u64,
     pub last_used: Option<u64>,
     pub revoked: Option<u64>,
+    /// SHA-256 hex of the attestation root the credential chained to at
+    /// registration (`None`: self or no attestation, or registered before
+    /// roots were recorded).
+    pub attestation_root: Option<String>,
+}
+
+impl CredentialRecord {
+    pub fn is_active(&self) -> bool {
+        self.revoked.is_none()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +98,115 @@ pub struct InviteRecord {
     /// Who made it: a subject, or `cli` / `demo`.
     pub created_by: String,
     pub used_at: Option<u64>,
+    /// Who registered with it (the subject), once used.
+    pub used_by: Option<Subject>,
+    /// A recovery invite: registering with it adds a key to this existing
+    /// user instead of creating one (`email` and `roles` are then the
+    /// user's, for display only).
+    pub subject: Option<Subject>,
+    /// Recovery only: revoke the user's other keys when the new one is added.
+    pub revoke_other_keys: bool,
+    /// When an administrator cancelled it.
+    pub cancelled: Option<u64>,
+}
+
+impl InviteRecord {
+    /// A new, unused invite for a new user.
+    pub fn new(
+        token_hash: String,
+        email: Email,
+        roles: Vec<Role>,
+        created: u64,
+        expires: u64,
+        created_by: &str,
+    ) -> InviteRecord {
+        InviteRecord {
+            token_hash,
+            email,
+            roles,
+            created,
+            expires,
+            created_by: created_by.to_owned(),
+            used_at: None,
+            used_by: None,
+            subject: None,
+            revoke_other_keys: false,
+            cancelled: None,
+        }
+    }
+
+    /// Unused, not cancelled and not expired at `now`.
+    pub fn is_pending(&self, now: u64) -> bool {
+        self.used_at.is_none() && self.cancelled.is_none() && self.expires > now
+    }
+
+    /// `pending`, `used`, `cancelled` or `expired` (for listings).
+    pub fn state(&self, now: u64) -> &'static str {
+        if self.used_at.is_some() {
+            "used"
+        } else if self.cancelled.is_some() {
+            "cancelled"
+        } else if self.expires <= now {
+            "expired"
+        } else {
+            "pending"
+        }
+    }
+}
+
+/// A user with every key they ever registered (revoked ones included),
+/// as listings need them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserKeys {
+    pub user: UserRecord,
+    /// The user's revocation epoch: sessions issued with a lower one are
+    /// revoked.
+    pub epoch: u64,
+    pub credentials: Vec<CredentialRecord>,
+}
+
+impl UserKeys {
+    pub fn active_keys(&self) -> usize {
+        self.credentials.iter().filter(|c| c.is_active()).count()
+    }
+}
+
+/// What a new session must carry about its user, read in one query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub disabled: bool,
+    /// The current revocation epoch (the session's `ep`).
+    pub epoch: u64,
+    /// Keys not revoked (the session's `nk`).
+    pub active_keys: u32,
+}
+
+/// One entry of the revocation feed: either every session of `subject`
+/// issued before `epoch`, or every session made with `credential`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Increasing, gap-free in commit order: readers page with it.
+    pub seq: u64,
+    pub subject: Subject,
+    pub what: Revoked,
+    pub time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// Sessions whose `ep` is below this are revoked.
+    SessionsBefore(u64),
+    /// Sessions whose `cred` is this digest (`CredentialId::digest`).
+    Credential(String),
+}
+
+/// What [`Store::add_key_with_invite`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub user: UserRecord,
+    /// The keys revoked in the same transaction (recovery with
+    /// `revoke_other_keys`).
+    pub revoked: Vec<CredentialId>,
 }
 
 #[async_trait::async_trait]
@@ -118,6 +246,77 @@ pub trait Store: Send + Sync {
         expires: u64,
         now: u64,
     ) -> Result<bool, StoreError>;
+
+    // ---- lifecycle (issue 4) ----
+
+    /// Every user with all their keys, ordered by email: two queries, not
+    /// one per user.
+    async fn users_with_keys(&self) -> Result<Vec<UserKeys>, StoreError>;
+    /// One user with all their keys.
+    async fn user_with_keys(&self, subject: &Subject) -> Result<Option<UserKeys>, StoreError>;
+    /// What a session for `subject` must carry (epoch, active key count),
+    /// and whether the user may have one at all.
+    async fn standing(&self, subject: &Subject) -> Result<Option<Standing>, StoreError>;
+    /// Add `grant` and remove `revoke` from the user's roles; removing a
+    /// role the user had also ends their sessions (the roles live in the
+    /// session). Returns the new roles. `NotFound` for an unknown user.
+    async fn change_roles(
+        &self,
+        subject: &Subject,
+        grant: &[Role],
+        revoke: &[Role],
+        now: u64,
+    ) -> Result<Vec<Role>, StoreError>;
+    /// Disable (ending every session) or enable a user. Returns whether
+    /// anything changed.
+    async fn set_disabled(
+        &self,
+        subject: &Subject,
+        disabled: bool,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// End every session of the user (bump the epoch). Returns the new epoch.
+    async fn revoke_sessions(&self, subject: &Subject, now: u64) -> Result<u64, StoreError>;
+    /// Add a key to an existing user (signed in with a recent tap).
+    async fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StoreError>;
+    /// Rename one of the user's keys (`NotFound` if it is not theirs).
+    async fn rename_credential(
+        &self,
+        subject: &Subject,
+        id: &CredentialId,
+        nickname: &str,
+    ) -> Result<(), StoreError>;
+    /// Revoke one of the user's keys: kept, marked, and its sessions end.
+    /// `LastKey` if it is the only active key and `allow_last` is false;
+    /// `NotFound` if it is not theirs. `false` if it was already revoked.
+    async fn revoke_credential(
+        &self,
+        subject: &Subject,
+        id: &CredentialId,
+        allow_last: bool,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+    /// Every invite (used, expired and cancelled ones too), newest first.
+    async fn invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
+    /// Cancel a pending invite. `NotFound` if it is not pending.
+    async fn cancel_invite(&self, token_hash: &str, now: u64) -> Result<(), StoreError>;
+    /// Atomically: use the recovery invite (bound to `credential.subject`),
+    /// add the key, and, if the invite says so, revoke the user's other
+    /// keys. `InviteUnavailable` if the invite is not a usable recovery
+    /// invite for that user.
+    async fn add_key_with_invite(
+        &self,
+        token_hash: &str,
+        credential: &CredentialRecord,
+        now: u64,
+    ) -> Result<Recovered, StoreError>;
+    /// Revocation feed entries after `after` (a `seq`), oldest first, at
+    /// most `limit`.
+    async fn revocations_since(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -135,6 +334,37 @@ pub async fn open(url: &str) -> Result<DynStore, StoreError> {
             "store.url scheme {scheme:?} is not supported (use sqlite://PATH or postgres://…)"
         )))
     }
+}
+
+/// Put each user's credentials beside them (the second half of the
+/// two-query listing).
+pub(crate) fn group(users: Vec<(UserRecord, u64)>, creds: Vec<CredentialRecord>) -> Vec<UserKeys> {
+    let mut by_subject: std::collections::HashMap<Subject, Vec<CredentialRecord>> =
+        std::collections::HashMap::new();
+    for c in creds {
+        by_subject.entry(c.subject.clone()).or_default().push(c);
+    }
+    users
+        .into_iter()
+        .map(|(user, epoch)| UserKeys {
+            credentials: by_subject.remove(&user.subject).unwrap_or_default(),
+            user,
+            epoch,
+        })
+        .collect()
+}
+
+/// Apply a role change to a role list (sorted, without duplicates).
+pub(crate) fn changed_roles(current: &[Role], grant: &[Role], revoke: &[Role]) -> Vec<Role> {
+    let mut roles: Vec<Role> = current
+        .iter()
+        .chain(grant)
+        .filter(|r| !revoke.contains(r))
+        .cloned()
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
 }
 
 pub(crate) fn join(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {

@@ -1,9 +1,10 @@
 //! SQLite store (the embedded default): one file, WAL mode, one writer.
 
 use super::{
-    CredentialRecord, InviteRecord, Store, StoreError, UserRecord, join, split, split_roles,
+    CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing, Store, StoreError,
+    UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
 };
-use crate::model::{CredentialId, Email, Subject};
+use crate::model::{CredentialId, Email, Role, Subject};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -42,6 +43,12 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
         Ok(SqliteStore { pool })
+    }
+
+    /// Close every connection: later calls fail as in an outage (tests).
+    #[cfg(test)]
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// A private in-memory database (tests).
@@ -92,6 +99,7 @@ fn credential_from(row: &SqliteRow) -> Result<CredentialRecord, StoreError> {
             .try_get::<Option<i64>, _>("last_used")?
             .map(|v| v as u64),
         revoked: row.try_get::<Option<i64>, _>("revoked")?.map(|v| v as u64),
+        attestation_root: row.try_get("attestation_root")?,
     })
 }
 
@@ -104,7 +112,92 @@ fn invite_from(row: &SqliteRow) -> Result<InviteRecord, StoreError> {
         expires: row.try_get::<i64, _>("expires")? as u64,
         created_by: row.try_get("created_by")?,
         used_at: row.try_get::<Option<i64>, _>("used_at")?.map(|v| v as u64),
+        used_by: row.try_get::<Option<String>, _>("used_by")?.map(Subject),
+        subject: row.try_get::<Option<String>, _>("subject")?.map(Subject),
+        revoke_other_keys: row.try_get("revoke_other_keys")?,
+        cancelled: row
+            .try_get::<Option<i64>, _>("cancelled")?
+            .map(|v| v as u64),
     })
+}
+
+fn revocation_from(row: &SqliteRow) -> Result<Revocation, StoreError> {
+    let epoch: Option<i64> = row.try_get("epoch")?;
+    let credential: Option<String> = row.try_get("credential")?;
+    let what = match (epoch, credential) {
+        (Some(e), _) => Revoked::SessionsBefore(e as u64),
+        (None, Some(c)) => Revoked::Credential(c),
+        // The table's CHECK constraint rules this out.
+        (None, None) => return Err(StoreError::Other("revocation without a target".into())),
+    };
+    Ok(Revocation {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        subject: Subject(row.try_get("subject")?),
+        what,
+        time: row.try_get::<i64, _>("time")? as u64,
+    })
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Take the write lock (a no-op write to the user's row) before reading
+/// anything: a deferred SQLite transaction that reads first and writes
+/// later could fail to upgrade when another writer got in between.
+/// `NotFound` for an unknown user.
+async fn lock_user(tx: &mut Tx<'_>, subject: &Subject) -> Result<(), StoreError> {
+    let r = sqlx::query("UPDATE users SET epoch = epoch WHERE subject = ?")
+        .bind(subject.as_str())
+        .execute(&mut **tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Bump the user's epoch and publish it on the feed.
+async fn bump_epoch(tx: &mut Tx<'_>, subject: &Subject, now: u64) -> Result<u64, StoreError> {
+    let epoch: i64 =
+        sqlx::query_scalar("UPDATE users SET epoch = epoch + 1 WHERE subject = ? RETURNING epoch")
+            .bind(subject.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+    sqlx::query("INSERT INTO revocations (subject, epoch, time) VALUES (?, ?, ?)")
+        .bind(subject.as_str())
+        .bind(epoch)
+        .bind(now as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(epoch as u64)
+}
+
+/// Mark one active key revoked and publish its digest on the feed.
+/// `false` if it was not active.
+async fn revoke_key(
+    tx: &mut Tx<'_>,
+    subject: &Subject,
+    id: &CredentialId,
+    now: u64,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "UPDATE credentials SET revoked = ? WHERE id = ? AND subject = ? AND revoked IS NULL",
+    )
+    .bind(now as i64)
+    .bind(&id.0)
+    .bind(subject.as_str())
+    .execute(&mut **tx)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO revocations (subject, credential, time) VALUES (?, ?, ?)")
+        .bind(subject.as_str())
+        .bind(id.digest())
+        .bind(now as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -159,7 +252,8 @@ impl Store for SqliteStore {
 
     async fn create_invite(&self, invite: &InviteRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO invites (token_hash, email, roles, created, expires, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO invites (token_hash, email, roles, created, expires, created_by, subject, \
+             revoke_other_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&invite.token_hash)
         .bind(invite.email.as_str())
@@ -167,14 +261,24 @@ impl Store for SqliteStore {
         .bind(invite.created as i64)
         .bind(invite.expires as i64)
         .bind(&invite.created_by)
+        .bind(invite.subject.as_ref().map(Subject::as_str))
+        .bind(invite.revoke_other_keys)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| {
+            if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
+                StoreError::NotFound
+            } else {
+                e.into()
+            }
+        })?;
         Ok(())
     }
 
     async fn invite(&self, token_hash: &str, now: u64) -> Result<Option<InviteRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT * FROM invites WHERE token_hash = ? AND used_at IS NULL AND expires > ?",
+            "SELECT * FROM invites WHERE token_hash = ? AND used_at IS NULL AND cancelled IS NULL \
+             AND expires > ?",
         )
         .bind(token_hash)
         .bind(now as i64)
@@ -194,7 +298,8 @@ impl Store for SqliteStore {
         // registrations racing for one invite serialize here.
         let mut tx = self.pool.begin().await?;
         let used = sqlx::query(
-            "UPDATE invites SET used_at = ?, used_by = ? WHERE token_hash = ? AND used_at IS NULL AND expires > ?",
+            "UPDATE invites SET used_at = ?, used_by = ? WHERE token_hash = ? AND used_at IS NULL \
+             AND cancelled IS NULL AND subject IS NULL AND expires > ?",
         )
         .bind(now as i64)
         .bind(user.subject.as_str())
@@ -267,6 +372,284 @@ impl Store for SqliteStore {
             .await?;
         Ok(r.rows_affected() == 1)
     }
+
+    async fn users_with_keys(&self) -> Result<Vec<UserKeys>, StoreError> {
+        // One read transaction: both queries see the same snapshot.
+        let mut tx = self.pool.begin().await?;
+        let users = sqlx::query("SELECT * FROM users ORDER BY email")
+            .fetch_all(&mut *tx)
+            .await?;
+        let creds = sqlx::query("SELECT * FROM credentials ORDER BY subject, created, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let users = users
+            .iter()
+            .map(|r| Ok((user_from(r)?, r.try_get::<i64, _>("epoch")? as u64)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let creds = creds
+            .iter()
+            .map(credential_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(group(users, creds))
+    }
+
+    async fn user_with_keys(&self, subject: &Subject) -> Result<Option<UserKeys>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM users WHERE subject = ?")
+            .bind(subject.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let creds = sqlx::query("SELECT * FROM credentials WHERE subject = ? ORDER BY created, id")
+            .bind(subject.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(UserKeys {
+            user: user_from(&row)?,
+            epoch: row.try_get::<i64, _>("epoch")? as u64,
+            credentials: creds
+                .iter()
+                .map(credential_from)
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn standing(&self, subject: &Subject) -> Result<Option<Standing>, StoreError> {
+        let row = sqlx::query(
+            "SELECT disabled, epoch, (SELECT COUNT(*) FROM credentials c \
+             WHERE c.subject = u.subject AND c.revoked IS NULL) AS active \
+             FROM users u WHERE subject = ?",
+        )
+        .bind(subject.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Standing {
+                disabled: r.try_get("disabled")?,
+                epoch: r.try_get::<i64, _>("epoch")? as u64,
+                active_keys: r.try_get::<i64, _>("active")? as u32,
+            })
+        })
+        .transpose()
+    }
+
+    async fn change_roles(
+        &self,
+        subject: &Subject,
+        grant: &[Role],
+        revoke: &[Role],
+        now: u64,
+    ) -> Result<Vec<Role>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_user(&mut tx, subject).await?;
+        let current: String = sqlx::query_scalar("SELECT roles FROM users WHERE subject = ?")
+            .bind(subject.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = split_roles(&current);
+        let roles = changed_roles(&current, grant, revoke);
+        sqlx::query("UPDATE users SET roles = ? WHERE subject = ?")
+            .bind(join(roles.iter().map(|r| r.as_str())))
+            .bind(subject.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if current.iter().any(|r| !roles.contains(r)) {
+            bump_epoch(&mut tx, subject, now).await?;
+        }
+        tx.commit().await?;
+        Ok(roles)
+    }
+
+    async fn set_disabled(
+        &self,
+        subject: &Subject,
+        disabled: bool,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_user(&mut tx, subject).await?;
+        let r = sqlx::query("UPDATE users SET disabled = ? WHERE subject = ? AND disabled <> ?")
+            .bind(disabled)
+            .bind(subject.as_str())
+            .bind(disabled)
+            .execute(&mut *tx)
+            .await?;
+        let changed = r.rows_affected() == 1;
+        if changed && disabled {
+            bump_epoch(&mut tx, subject, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn revoke_sessions(&self, subject: &Subject, now: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let epoch = bump_epoch(&mut tx, subject, now).await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn add_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_user(&mut tx, &c.subject).await?;
+        insert_credential(&mut tx, c).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::DuplicateCredential
+            } else {
+                e.into()
+            }
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rename_credential(
+        &self,
+        subject: &Subject,
+        id: &CredentialId,
+        nickname: &str,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE credentials SET nickname = ? WHERE id = ? AND subject = ?")
+            .bind(nickname)
+            .bind(&id.0)
+            .bind(subject.as_str())
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn revoke_credential(
+        &self,
+        subject: &Subject,
+        id: &CredentialId,
+        allow_last: bool,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_user(&mut tx, subject).await?;
+        let rows = sqlx::query("SELECT id, revoked FROM credentials WHERE subject = ?")
+            .bind(subject.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut found = None;
+        let mut active = 0;
+        for r in &rows {
+            let rid: Vec<u8> = r.try_get("id")?;
+            let revoked: Option<i64> = r.try_get("revoked")?;
+            if revoked.is_none() {
+                active += 1;
+            }
+            if rid == id.0 {
+                found = Some(revoked.is_none());
+            }
+        }
+        match found {
+            None => return Err(StoreError::NotFound),
+            Some(false) => return Ok(false),
+            Some(true) if active == 1 && !allow_last => return Err(StoreError::LastKey),
+            Some(true) => {}
+        }
+        let done = revoke_key(&mut tx, subject, id, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM invites ORDER BY created DESC, token_hash")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(invite_from).collect()
+    }
+
+    async fn cancel_invite(&self, token_hash: &str, now: u64) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE invites SET cancelled = ? WHERE token_hash = ? AND used_at IS NULL \
+             AND cancelled IS NULL AND expires > ?",
+        )
+        .bind(now as i64)
+        .bind(token_hash)
+        .bind(now as i64)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn add_key_with_invite(
+        &self,
+        token_hash: &str,
+        c: &CredentialRecord,
+        now: u64,
+    ) -> Result<Recovered, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let revoke_others: Option<bool> = sqlx::query_scalar(
+            "UPDATE invites SET used_at = ?, used_by = subject WHERE token_hash = ? \
+             AND subject = ? AND used_at IS NULL AND cancelled IS NULL AND expires > ? \
+             RETURNING revoke_other_keys",
+        )
+        .bind(now as i64)
+        .bind(token_hash)
+        .bind(c.subject.as_str())
+        .bind(now as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(revoke_others) = revoke_others else {
+            return Err(StoreError::InviteUnavailable);
+        };
+        insert_credential(&mut tx, c).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::DuplicateCredential
+            } else {
+                e.into()
+            }
+        })?;
+        let mut revoked = Vec::new();
+        if revoke_others {
+            let others: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT id FROM credentials WHERE subject = ? AND id <> ? AND revoked IS NULL \
+                 ORDER BY created, id",
+            )
+            .bind(c.subject.as_str())
+            .bind(&c.id.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in others {
+                let id = CredentialId(id);
+                if revoke_key(&mut tx, &c.subject, &id, now).await? {
+                    revoked.push(id);
+                }
+            }
+        }
+        let row = sqlx::query("SELECT * FROM users WHERE subject = ?")
+            .bind(c.subject.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let user = user_from(&row)?;
+        tx.commit().await?;
+        Ok(Recovered { user, revoked })
+    }
+
+    async fn revocations_since(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM revocations WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(revocation_from).collect()
+    }
 }
 
 async fn insert_credential(
@@ -275,8 +658,8 @@ async fn insert_credential(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO credentials (id, subject, public_key, alg, sign_count, aaguid, transports, backup_eligible, \
-         backup_state, attestation_fmt, attested, nickname, created, last_used, revoked) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         backup_state, attestation_fmt, attested, nickname, created, last_used, revoked, \
+         attestation_root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&c.id.0)
     .bind(c.subject.as_str())
@@ -293,6 +676,7 @@ async fn insert_credential(
     .bind(c.created as i64)
     .bind(c.last_used.map(|v| v as i64))
     .bind(c.revoked.map(|v| v as i64))
+    .bind(&c.attestation_root)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -304,6 +688,12 @@ mod tests {
     async fn conformance_sqlite_memory() {
         let store = super::SqliteStore::memory().await.unwrap();
         crate::store::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn lifecycle_sqlite_memory() {
+        let store = super::SqliteStore::memory().await.unwrap();
+        crate::store::conformance::lifecycle(&store).await;
     }
 
     #[tokio::test]

@@ -529,6 +529,56 @@ impl Gate {
     }
 }
 
+impl Gate {
+    // ---- as a signed-in user ----
+
+    pub async fn get_as(&self, path: &str, session: &Session) -> Reply {
+        self.get(
+            path,
+            &[
+                ("cookie", &session.cookie()),
+                ("accept", "application/json"),
+            ],
+        )
+        .await
+    }
+
+    pub async fn post_as(&self, path: &str, body: &Value, session: &Session) -> Reply {
+        self.post_with(path, body, &[("cookie", &session.cookie())])
+            .await
+    }
+
+    /// The account page's "Add a key": options with the session (no
+    /// invite) → the authenticator → verify. Returns the verify reply.
+    pub async fn add_key(&self, session: &Session, key: &mut SoftKey) -> Reply {
+        let opts = self
+            .post_as("/.tapgate/api/register/options", &json!({}), session)
+            .await
+            .ok_json();
+        let cred = key
+            .create(&self.origin, &opts["publicKey"], &ClientData::default())
+            .await;
+        self.post_with(
+            "/.tapgate/api/register/verify",
+            &json!({ "credential": cred, "nickname": "backup", "ceremony": opts["ceremony"] }),
+            &[("cookie", &session.cookie())],
+        )
+        .await
+    }
+
+    /// The session a reply set, or `previous` if it set none.
+    pub fn session_from(&self, reply: &Reply, previous: &Session) -> Session {
+        match reply.cookie(&self.cookie_name).filter(|t| !t.is_empty()) {
+            Some(token) => Session {
+                token,
+                body: reply.json(),
+                cookie_name: self.cookie_name.clone(),
+            },
+            None => previous.clone(),
+        }
+    }
+}
+
 /// The token of an invite URL (`…/.tapgate/register?invite=TOKEN`).
 pub fn invite_token(url: &str) -> String {
     url.split_once("?invite=")
@@ -710,7 +760,10 @@ impl TestGate {
             serde_json::from_value(jwt_payload(&session.token)).expect("session claims");
         let mut principal = claims.principal();
         principal.auth_time = auth_time;
-        let (token, _) = self.app.keys.issue_session(&principal, iat, ttl);
+        let (token, _) = self
+            .app
+            .keys
+            .issue_session(&principal, claims.ep, claims.nk, iat, ttl);
         Session {
             token,
             body: session.body.clone(),
