@@ -307,10 +307,19 @@ async fn issue_4_the_account_lists_renames_and_revokes_keys_and_guards_the_last_
     assert_eq!(me["fresh"], true);
     let keys = me["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2);
-    let k0 = &keys[0];
-    assert_eq!(k0["id"], id_of(&first).as_str());
+    // (Both keys were added in the same second: find them by id.)
+    let by_id = |me: &Value, key: &SoftKey| -> Value {
+        me["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id_of(key).as_str())
+            .cloned()
+            .expect("the key is listed")
+    };
+    let k0 = &by_id(&me, &first);
     assert_eq!(k0["current"], true);
-    assert_eq!(keys[1]["current"], false);
+    assert_eq!(by_id(&me, &backup)["current"], false);
     assert_eq!(k0["aaguid"], AAGUID_TEXT);
     // Not in the shipped list of authenticator models: no name, the AAGUID
     // shows instead.
@@ -335,7 +344,7 @@ async fn issue_4_the_account_lists_renames_and_revokes_keys_and_guards_the_last_
     .await
     .ok_json();
     let me = gate.get_as(ACCOUNT, &s1).await.ok_json();
-    assert_eq!(me["keys"][0]["nickname"], "Work laptop");
+    assert_eq!(by_id(&me, &first)["nickname"], "Work laptop");
     gate.post_as(
         &key_path(&id_of(&bob_key), "rename"),
         &json!({ "nickname": "mine" }),
@@ -380,7 +389,12 @@ async fn issue_4_the_account_lists_renames_and_revokes_keys_and_guards_the_last_
         2,
         "revoked keys stay listed"
     );
-    assert!(me["keys"][1]["revoked"].is_u64(), "{me}");
+    assert!(by_id(&me, &first)["revoked"].is_u64(), "{me}");
+    assert_eq!(
+        me["keys"][1]["id"],
+        id_of(&first).as_str(),
+        "revoked keys last"
+    );
     let ev = &audit_events(&gate, "key_revoked")[0];
     assert_eq!(ev.actor, ev.subject);
     assert_eq!(ev.credential.as_deref(), Some(digest_of(&first).as_str()));

@@ -204,7 +204,9 @@ fn options(
         "timeout": ttl * 1000,
         "excludeCredentials": exclude,
         "authenticatorSelection": { "residentKey": "required", "requireResidentKey": true, "userVerification": super::register::uv_str(app) },
-        "attestation": "none",
+        // As for a new user's key: the maker's certificate only when a rule
+        // needs it (browsers may ask the person about it).
+        "attestation": if app.policy.load().wants_attestation() { "direct" } else { "none" },
         "extensions": { "credProps": true },
     });
     Ok(json_with_cookies(
@@ -281,7 +283,18 @@ async fn add_key(
         std::time::SystemTime::now(),
     )
     .map_err(|e| webauthn_error(&e))?;
-    let record = new_credential(&reg, &subject, body.nickname, now);
+    let root = super::attestation_root(app, &reg);
+    let record = new_credential(&reg, root, &subject, body.nickname, now);
+    let facts = AuthnFacts {
+        root: record.attestation_root.clone(),
+        uv: reg.flags.uv,
+        synced: reg.flags.be,
+        attested: record.attested,
+        aaguid: record.aaguid.clone(),
+    };
+    // A deployment that accepts hardware keys only accepts them as backup
+    // keys only, too.
+    super::register::refuse_below_floor(app, &facts)?;
     ev.credential = Some(record.id.digest());
     ev.target = Some(format!("key {}", record.id.digest()));
     let duplicate = || {
@@ -333,13 +346,7 @@ async fn add_key(
             roles: state.roles.clone(),
             auth_time: now,
             cred: record.id.digest(),
-            authn: AuthnFacts {
-                root: record.attestation_root.clone(),
-                uv: reg.flags.uv,
-                synced: reg.flags.be,
-                attested: record.attested,
-                aaguid: record.aaguid.clone(),
-            },
+            authn: facts,
         },
     };
     let token = start_session(app, &principal, now).await?;

@@ -122,9 +122,25 @@ pub fn require_fresh_tap(
     Err(e)
 }
 
-/// The stored record of a key that just registered.
+/// The fingerprint of the trusted root a registration's attestation chain
+/// ends at, if any (as `register.rs` decides it for a new user's key).
+pub(crate) fn attestation_root(app: &App, reg: &tapgate_webauthn::Registration) -> Option<String> {
+    match &reg.attestation {
+        tapgate_webauthn::AttestationKind::Basic { x5c } => app
+            .trust
+            .load()
+            .verify(x5c, std::time::SystemTime::now())
+            .ok()
+            .map(|path| path.root_fingerprint),
+        _ => None,
+    }
+}
+
+/// The stored record of a key that just registered; `attested` means its
+/// attestation chain ends at a root trusted now.
 pub(crate) fn new_credential(
     reg: &tapgate_webauthn::Registration,
+    root: Option<String>,
     subject: &crate::model::Subject,
     nickname: Option<String>,
     now: u64,
@@ -140,13 +156,12 @@ pub(crate) fn new_credential(
         backup_eligible: reg.flags.be,
         backup_state: reg.flags.bs,
         attestation_fmt: reg.fmt.clone(),
-        attested: !matches!(reg.attestation, tapgate_webauthn::AttestationKind::None),
+        attested: root.is_some(),
         nickname: clean_nickname(nickname).unwrap_or_else(|| "Passkey".into()),
         created: now,
         last_used: Some(now),
         revoked: None,
-        // Issue 3 fills this from the verified trust path.
-        attestation_root: None,
+        attestation_root: root,
     }
 }
 

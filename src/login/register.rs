@@ -263,7 +263,7 @@ async fn register(
 /// A deployment-wide floor (`[trust] credentials = "hardware"`,
 /// `allow_synced = false`): a key that can never satisfy it is refused at
 /// registration, with the accepted kinds named.
-fn refuse_below_floor(app: &App, facts: &AuthnFacts) -> Result<(), HttpError> {
+pub(super) fn refuse_below_floor(app: &App, facts: &AuthnFacts) -> Result<(), HttpError> {
     let policy = app.policy.load();
     let floor = policy.trust().global;
     let probe = Principal {
