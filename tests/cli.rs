@@ -1,4 +1,4 @@
-//! The real binary (`tapgate demo`, `admin invite`, `check`) in a temporary
+//! The real binary (`tapgate demo`, `admin …`, `check`) in a temporary
 //! working directory. Children are always killed (guard), every wait is
 //! bounded. The demo is also where the audit lines are checked: they are
 //! JSON on the process's stdout.
@@ -529,4 +529,423 @@ allow_roles = ["member", "admin"]
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("session.ttl: "));
+}
+
+/// `tapgate admin ARGS… --json` in `dir` (the demo's defaults, PORT set):
+/// the parsed stdout, asserting exit 0.
+fn admin_json(dir: &Path, port: u16, args: &[&str]) -> Value {
+    let out = admin_out(dir, port, args, true);
+    assert!(
+        out.status.success(),
+        "tapgate admin {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "admin {args:?} --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn admin_out(dir: &Path, port: u16, args: &[&str], json: bool) -> Output {
+    let mut c = tapgate(dir);
+    c.arg("admin").args(args).env("PORT", port.to_string());
+    if json {
+        c.arg("--json");
+    }
+    run(c)
+}
+
+/// The audit lines an admin command printed on stderr.
+fn cli_audit(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["log_type"] == "audit")
+        .collect()
+}
+
+/// GET /app with `session` until the demo refuses it; at most 2 s.
+async fn refused_within_2s(gate: &Gate, session: &Session) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = gate
+            .get(
+                "/app",
+                &[
+                    ("cookie", &session.cookie()),
+                    ("accept", "application/json"),
+                ],
+            )
+            .await;
+        if r.status == 401 {
+            r.assert_error(401, "session-revoked");
+            return started.elapsed();
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still accepted after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_4_the_admin_cli_runs_the_whole_key_lifecycle_against_a_running_demo() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let mut demo = tapgate(dir.path());
+    demo.arg("demo")
+        .env("PORT", port.to_string())
+        .env("TAPGATE_UPSTREAM", upstream.url());
+    let mut demo = Running::spawn(demo);
+    let invite_url = demo
+        .wait_line(30, "the invite URL", |l| is_invite_line(l, port))
+        .await;
+    let gate = Gate::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_healthy(&gate).await;
+    gate.register(&mut SoftKey::new(), &invite_token(&invite_url))
+        .await;
+    let d = dir.path();
+
+    // invites create: the URL alone on stdout (text), or JSON.
+    let made = admin_json(
+        d,
+        port,
+        &[
+            "invites",
+            "create",
+            "--email",
+            "Ann@Example.com",
+            "--role",
+            "member",
+            "--ttl",
+            "2h",
+        ],
+    );
+    assert_eq!(made["email"], "ann@example.com");
+    let mut ann_key = SoftKey::new();
+    let ann = gate
+        .register(&mut ann_key, &invite_token(made["url"].as_str().unwrap()))
+        .await;
+    let subject = ann.body["subject"].as_str().unwrap().to_owned();
+
+    // users list / show, keys list.
+    let users = admin_json(d, port, &["users", "list"]);
+    assert_eq!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["email"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["admin@localhost.localdomain", "ann@example.com"]
+    );
+    let show = admin_json(d, port, &["users", "show", "ann@example.com"]);
+    assert_eq!(show["subject"], subject.as_str());
+    assert_eq!(show["active_keys"], 1);
+    let digest = show["keys"][0]["digest"].as_str().unwrap().to_owned();
+    let text = admin_out(d, port, &["keys", "list", "ann@example.com"], false);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with("KEY "), "{text}");
+    assert!(
+        text.contains(&digest) && text.contains("test key") && text.contains("active"),
+        "{text}"
+    );
+    let text = admin_out(d, port, &["users", "list"], false);
+    let text = String::from_utf8(text.stdout).unwrap();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("ann@"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "ann@example.com",
+            "member",
+            "1/1",
+            "active",
+            subject.as_str()
+        ],
+        "{text}"
+    );
+
+    // roles grant: sessions continue; roles revoke: they end.
+    let r = admin_json(d, port, &["roles", "grant", "ann@example.com", "ops"]);
+    assert_eq!(r["roles"], json!(["member", "ops"]));
+    let out = admin_out(
+        d,
+        port,
+        &["roles", "revoke", "ann@example.com", "member"],
+        false,
+    );
+    assert!(out.status.success());
+    let ev = &cli_audit(&out)[0];
+    assert_eq!(ev["event"], "role_revoked");
+    assert_eq!(ev["actor"], "cli");
+    assert_eq!(ev["subject"], subject.as_str());
+    assert_eq!(ev["detail"], "role member");
+    let took = refused_within_2s(&gate, &ann).await;
+    println!("CLI role revoke reached the running demo in {took:?}");
+
+    // sessions revoke.
+    let ann = gate.login(&mut ann_key).await;
+    assert_eq!(jwt_payload(&ann.token)["roles"], json!(["ops"]));
+    let r = admin_json(d, port, &["sessions", "revoke", "ann@example.com"]);
+    assert!(r["epoch"].as_u64().unwrap() >= 2);
+    let took = refused_within_2s(&gate, &ann).await;
+    println!("CLI sessions revoke reached the running demo in {took:?}");
+
+    // users disable / enable.
+    let ann = gate.login(&mut ann_key).await;
+    let r = admin_json(d, port, &["users", "disable", "ann@example.com"]);
+    assert_eq!(
+        (r["disabled"].as_bool(), r["changed"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let took = refused_within_2s(&gate, &ann).await;
+    println!("CLI disable reached the running demo in {took:?}");
+    let opts = gate.login_options(&json!({})).await;
+    let cred = ann_key
+        .get(&gate.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    gate.login_verify(&cred, opts["ceremony"].as_str().unwrap())
+        .await
+        .assert_error(403, "user-disabled");
+    admin_json(d, port, &["users", "enable", "ann@example.com"]);
+    let ann = gate.login(&mut ann_key).await;
+
+    // Recovery: a new key for the same identity, the lost one revoked.
+    let rec = admin_json(
+        d,
+        port,
+        &[
+            "invites",
+            "create",
+            "--recover",
+            "ann@example.com",
+            "--revoke-other-keys",
+        ],
+    );
+    assert_eq!(rec["recovery_for"], subject.as_str());
+    let mut new_key = SoftKey::new();
+    let recovered = gate
+        .register(&mut new_key, &invite_token(rec["url"].as_str().unwrap()))
+        .await;
+    assert_eq!(recovered.body["subject"], subject.as_str());
+    refused_within_2s(&gate, &ann).await;
+    let keys = admin_json(d, port, &["keys", "list", "ann@example.com"]);
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let old = keys
+        .iter()
+        .find(|k| k["digest"] == digest.as_str())
+        .unwrap();
+    assert!(old["revoked"].is_u64(), "{old}");
+    let new_digest = keys.iter().find(|k| k["revoked"].is_null()).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // keys revoke: the last key only with --allow-last-key.
+    let out = admin_out(d, port, &["keys", "revoke", &new_digest], false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow-last-key") && err.contains("--recover"),
+        "{err}"
+    );
+    let r = admin_json(
+        d,
+        port,
+        &["keys", "revoke", &new_digest, "--allow-last-key"],
+    );
+    assert_eq!(r["changed"], true);
+    refused_within_2s(&gate, &recovered).await;
+
+    // invites list / cancel by a prefix of the id.
+    let made = admin_json(
+        d,
+        port,
+        &[
+            "invites",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "member",
+        ],
+    );
+    let pending = admin_json(d, port, &["invites", "list"]);
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "pending")
+    );
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == made["id"])
+    );
+    let short = made["short_id"].as_str().unwrap();
+    let r = admin_json(d, port, &["invites", "cancel", short]);
+    assert_eq!(r["state"], "cancelled");
+    gate.post(
+        "/.tapgate/api/register/options",
+        &json!({ "invite": invite_token(made["url"].as_str().unwrap()) }),
+    )
+    .await
+    .assert_error(400, "invite-invalid");
+    let all = admin_json(d, port, &["invites", "list", "--all"]);
+    let states: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"cancelled") && states.contains(&"used"),
+        "{states:?}"
+    );
+    let out = admin_out(d, port, &["invites", "cancel", short], false);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Exit codes: unknown user 1, bad usage 2 (before touching the store).
+    for (args, code) in [
+        (&["users", "show", "nobody@example.com"][..], 1),
+        (&["keys", "revoke", "no-such-key"], 1),
+        (&["users", "show", "not-an-email"], 2),
+        (&["roles", "grant", "ann@example.com", "Bad Role"], 2),
+        (&["invites", "create", "--email", "x@example.com"], 2),
+        (
+            &[
+                "invites",
+                "create",
+                "--recover",
+                "ann@example.com",
+                "--role",
+                "x",
+            ],
+            2,
+        ),
+        (
+            &[
+                "invites",
+                "create",
+                "--email",
+                "x@example.com",
+                "--revoke-other-keys",
+            ],
+            2,
+        ),
+        (&["users", "frobnicate"], 2),
+    ] {
+        let out = admin_out(d, port, args, false);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[tokio::test]
+async fn issue_4_the_admin_cli_works_against_postgresql() {
+    use sqlx::Connection;
+    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut admin = match tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(&base),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL at {base} is required but unreachable")
+        }
+        _ => {
+            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
+            return;
+        }
+    };
+    // A fresh schema per run, dropped at the end.
+    let schema = format!(
+        "tg_cli_{}",
+        tapgate::crypto::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let config = dir.path().join("tapgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"https://app.example.com\"\nupstream = \"http://127.0.0.1:9\"\n\
+             [store]\nurl = \"{base}{sep}options=-c%20search_path%3D{schema}\"\n\
+             [keys]\nsigning_key_file = \"/unused\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let admin_pg = |args: &[&str]| {
+        let mut c = tapgate(dir.path());
+        c.arg("admin").args(args).args(["--config", cfg, "--json"]);
+        run(c)
+    };
+    let out = admin_pg(&[
+        "invites",
+        "create",
+        "--email",
+        "pg@example.com",
+        "--role",
+        "member",
+    ]);
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(out.status.success(), "{out:?}");
+        let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            made["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://app.example.com/.tapgate/register?invite=")
+        );
+        let out = admin_pg(&["invites", "list"]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list[0]["email"], "pg@example.com");
+        let out = admin_pg(&["users", "list"]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            json!([])
+        );
+        let out = admin_pg(&["invites", "cancel", made["short_id"].as_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        let out = admin_pg(&["users", "disable", "nobody@example.com"]);
+        assert_eq!(out.status.code(), Some(1));
+    });
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
 }

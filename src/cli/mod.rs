@@ -55,11 +55,13 @@ enum Command {
     /// Exit code 0 when the request would be allowed, 3 when it would need a
     /// sign-in or step-up or be denied.
     Explain(explain::ExplainArgs),
-    /// Administer users and invites in the configured store.
-    Admin {
-        #[command(subcommand)]
-        command: admin::AdminCommand,
-    },
+    /// Administer users, keys, invites, roles and sessions in the configured
+    /// store (SQLite or PostgreSQL), as the operator.
+    ///
+    /// Text for people by default, `--json` for scripts. Every change is an
+    /// audit event with the actor `cli` (JSON on stderr). Revocations reach
+    /// every running instance within about two seconds.
+    Admin(admin::AdminArgs),
     /// Print a new P-256 signing key (PKCS#8 PEM) for `keys.signing_key_file`.
     Keygen,
 }
@@ -76,7 +78,7 @@ pub fn run() -> ExitCode {
         Command::Demo { config } => runtime(|| run::run(crate::config::Mode::Demo, config)),
         Command::Serve { config } => runtime(|| run::run(crate::config::Mode::Serve, config)),
         Command::Explain(args) => runtime(|| explain::run(args)),
-        Command::Admin { command } => runtime(|| admin::run(command)),
+        Command::Admin(args) => runtime(|| admin::run(args)),
     }
 }
 
