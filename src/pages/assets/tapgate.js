@@ -478,6 +478,13 @@
       if (info.email) rows.push(['Email', info.email]);
       if (info.display_name) rows.push(['Name', info.display_name]);
       rows.push(['Roles', rolesText(info.roles)]);
+      if (info.recovery) {
+        // A recovery invite or a device link: a key for an existing account.
+        $('invite-heading').textContent = 'This link adds a key to the account of';
+        rows.push(['Your other keys', info.revoke_other_keys
+          ? 'will be revoked when this key is added'
+          : 'keep working']);
+      }
       fillList($('invite-details'), rows);
       box.hidden = false;
     }
@@ -557,54 +564,283 @@
 
   // ---------------------------------------------------------------- account page
 
-  function credentialItem(c) {
-    var li = el('li', 'cred');
-    li.dataset.credentialId = c.id || '';
+  // Shared by the account and admin pages: one key as a list item.
+  // `actions(li)` may add buttons to the item's action row.
+  function keyItem(k, actions) {
+    var li = el('li', 'cred' + (k.revoked ? ' cred--revoked' : ''));
+    li.dataset.credentialId = k.id || '';
+    li.dataset.digest = k.digest || '';
     var head = el('div', 'cred__head');
-    head.appendChild(el('span', 'cred__name', c.nickname || 'Unnamed key'));
-    head.appendChild(el('span', 'badge ' + (c.synced ? 'badge--synced' : 'badge--device'),
-      c.synced ? 'Synced passkey' : 'Device-bound key'));
+    head.appendChild(el('span', 'cred__name', k.nickname || 'Unnamed key'));
+    head.appendChild(el('span', 'badge ' + (k.synced ? 'badge--synced' : 'badge--device'),
+      k.synced ? 'Synced passkey' : 'Device-bound key'));
+    if (k.current) head.appendChild(el('span', 'badge badge--role', 'This session'));
+    if (k.revoked) head.appendChild(el('span', 'badge badge--revoked', 'Revoked ' + formatDate(k.revoked, '')));
     li.appendChild(head);
-    var meta = el('p', 'cred__meta');
-    meta.textContent = 'Added ' + formatDate(c.created, 'unknown') +
-      ' · Last used ' + formatDate(c.last_used, 'never');
-    li.appendChild(meta);
-    var hint = el('p', 'cred__hint', c.synced
+    // The model's name when the AAGUID is a known one, else the AAGUID.
+    var model = k.authenticator || (k.aaguid && !/^[0-]+$/.test(k.aaguid) ? 'AAGUID ' + k.aaguid : 'Unknown authenticator model');
+    li.appendChild(el('p', 'cred__meta', model));
+    li.appendChild(el('p', 'cred__meta',
+      'Added ' + formatDate(k.created, 'unknown') + ' · Last used ' + formatDate(k.last_used, 'never') +
+      (k.digest ? ' · ID ' + k.digest : '')));
+    li.appendChild(el('p', 'cred__hint', k.synced
       ? 'Stored in a password manager or platform account and available on your other devices.'
-      : 'Lives on one device or security key only.');
-    li.appendChild(hint);
-    // Room for per-key actions (rename, revoke) added later.
-    li.appendChild(el('div', 'cred__actions'));
+      : 'Lives on one device or security key only.'));
+    var row = el('div', 'cred__actions');
+    li.appendChild(row);
+    if (actions) actions(row, li);
     return li;
+  }
+
+  function smallButton(label, kind) {
+    var b = el('button', 'button button--small ' + (kind || 'button--secondary'), label);
+    b.type = 'button';
+    return b;
+  }
+
+  // An inline "are you sure" panel in `row` (no window.confirm: it blocks,
+  // and cannot carry a warning or a checkbox). `opts`: {message, confirm,
+  // checkbox, optional (the box is a choice, not a confirmation)};
+  // `onConfirm(panel)` returns a promise.
+  function confirmInline(row, opts, onConfirm) {
+    var old = row.querySelector('.confirm');
+    if (old) old.remove();
+    var panel = el('div', 'confirm');
+    panel.setAttribute('role', 'group');
+    panel.appendChild(el('p', null, opts.message));
+    var box = null;
+    if (opts.checkbox) {
+      var label = el('label', 'check');
+      box = document.createElement('input');
+      box.type = 'checkbox';
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(' ' + opts.checkbox));
+      panel.appendChild(label);
+    }
+    var buttons = el('div', 'actions');
+    var yes = smallButton(opts.confirm, 'button--danger');
+    var no = smallButton('Cancel', 'button--ghost');
+    buttons.appendChild(yes);
+    buttons.appendChild(no);
+    panel.appendChild(buttons);
+    row.appendChild(panel);
+    no.addEventListener('click', function () { panel.remove(); });
+    yes.addEventListener('click', function () {
+      if (isBusy(yes)) return;
+      if (box && !box.checked && !opts.optional) {
+        box.focus();
+        setStatus('error', 'Tick the box to confirm that you understand.');
+        return;
+      }
+      setBusy(yes, true, 'Working…');
+      Promise.resolve(onConfirm(panel)).then(function () {
+        panel.remove();
+      }, function (err) {
+        setBusy(yes, false);
+        showError(err, 'account');
+      });
+    });
+    (box || yes).focus();
+  }
+
+  // A small inline text form (rename, grant a role).
+  function inlineForm(row, opts, onSave) {
+    var old = row.querySelector('.inline-form');
+    if (old) { old.remove(); return; }
+    var form = el('form', 'inline-form');
+    var input = document.createElement('input');
+    input.type = 'text';
+    input.maxLength = 64;
+    input.value = opts.value || '';
+    input.setAttribute('aria-label', opts.label);
+    var save = el('button', 'button button--small button--primary', opts.save);
+    save.type = 'submit';
+    var cancel = smallButton('Cancel', 'button--ghost');
+    form.appendChild(input);
+    form.appendChild(save);
+    form.appendChild(cancel);
+    row.appendChild(form);
+    input.focus();
+    input.select();
+    cancel.addEventListener('click', function () { form.remove(); });
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      if (isBusy(save)) return;
+      var v = input.value.trim();
+      if (!v) { input.setAttribute('aria-invalid', 'true'); input.focus(); return; }
+      setBusy(save, true, 'Saving…');
+      Promise.resolve(onSave(v)).then(function () { form.remove(); }, function (err) {
+        setBusy(save, false);
+        showError(err, 'account');
+      });
+    });
+  }
+
+  // Shows an invite or device link: QR code image (an SVG data: URL made by
+  // the server), the link, and when it stops working.
+  function showLink(prefix, res) {
+    $(prefix + '-qr').src = res.qr || '';
+    $(prefix + '-qr').hidden = !res.qr;
+    $(prefix + '-url').textContent = res.url;
+    $(prefix + '-expires').textContent = 'Single use, valid until ' + formatDate(res.expires, 'soon') + '.';
+    var box = $(prefix === 'invite' ? 'invite-result' : 'device-link');
+    box.hidden = false;
+  }
+
+  // Sends the person to sign in again (a fresh tap), then back to `back`.
+  function stepUp(back) {
+    go(LOGIN_PATH + '?rd=' + encodeURIComponent(back) + '&reason=auth-too-old');
   }
 
   function initAccount() {
     var signout = $('signout-form');
     var button = $('signout-button');
+    var addForm = $('add-key-form');
+    var addButton = $('add-key-button');
+    var account = null;
 
-    api(API + '/me').then(function (me) {
+    function load() {
+      return api(API + '/account').then(render, function (err) {
+        if (err instanceof ApiError && err.status === 401) {
+          go(LOGIN_PATH + '?rd=' + encodeURIComponent(window.location.pathname + window.location.search));
+          return;
+        }
+        $('account-loading').hidden = true;
+        showError(err, 'account');
+      });
+    }
+
+    function render(me) {
+      account = me;
       var rows = [['Email', me.email || '—']];
       if (me.display_name && me.display_name !== me.email) rows.push(['Name', me.display_name]);
       rows.push(['Roles', rolesText(me.roles)]);
-      rows.push(['Signed in', formatDate(me.auth_time, 'unknown')]);
+      rows.push(['Last key tap', formatDate(me.auth_time, 'unknown')]);
       fillList($('identity'), rows);
+      $('admin-link').hidden = (me.roles || []).indexOf('admin') === -1;
 
+      var keys = me.keys || [];
+      var active = keys.filter(function (k) { return !k.revoked; });
+      var revoked = keys.filter(function (k) { return k.revoked; });
       var list = $('credential-list');
       list.textContent = '';
-      var creds = me.credentials || [];
-      creds.forEach(function (c) { list.appendChild(credentialItem(c)); });
-      $('credential-count').textContent = creds.length === 1 ? '1 key' : creds.length + ' keys';
-      $('no-credentials').hidden = creds.length !== 0;
-      if (creds.length === 1) $('backup-hint').hidden = false;
+      active.forEach(function (k) { list.appendChild(keyItem(k, function (row) { keyActions(row, k, active.length); })); });
+      var rlist = $('revoked-list');
+      rlist.textContent = '';
+      revoked.forEach(function (k) { rlist.appendChild(keyItem(k)); });
+      $('revoked-keys').hidden = revoked.length === 0;
+      $('credential-count').textContent = active.length === 1 ? '1 key' : active.length + ' keys';
+      $('no-credentials').hidden = active.length !== 0;
+      $('backup-banner').hidden = active.length !== 1;
+      $('fresh-hint').hidden = !!me.fresh;
       $('account-loading').hidden = true;
       $('account-body').hidden = false;
-    }, function (err) {
-      if (err instanceof ApiError && err.status === 401) {
-        go(LOGIN_PATH + '?rd=' + encodeURIComponent(window.location.pathname));
-        return;
-      }
-      $('account-loading').hidden = true;
-      showError(err, 'account');
+    }
+
+    function keyActions(row, k, activeCount) {
+      var rename = smallButton('Rename');
+      rename.setAttribute('aria-label', 'Rename ' + (k.nickname || 'key'));
+      rename.addEventListener('click', function () {
+        inlineForm(row, { value: k.nickname, label: 'New name for ' + (k.nickname || 'the key'), save: 'Save' }, function (v) {
+          return api(API + '/account/keys/' + encodeURIComponent(k.id) + '/rename', { nickname: v }).then(function () {
+            setStatus('success', 'Renamed to “' + v + '”.');
+            return load();
+          });
+        });
+      });
+      var revoke = smallButton('Revoke');
+      revoke.setAttribute('aria-label', 'Revoke ' + (k.nickname || 'key'));
+      revoke.addEventListener('click', function () {
+        if (!account.fresh) { stepUp('/.tapgate/account'); return; }
+        var last = activeCount === 1;
+        confirmInline(row, last ? {
+          message: 'This is your only key. After revoking it you cannot sign in any more, and only an administrator can give your account a new key.',
+          checkbox: 'I understand that only an administrator can recover my account',
+          confirm: 'Revoke my last key'
+        } : {
+          message: 'Revoke “' + (k.nickname || 'this key') + '”? It will no longer sign in, and sessions made with it end within seconds.' +
+            (k.current ? ' That includes this session: you will be signed out.' : ''),
+          confirm: 'Revoke'
+        }, function () {
+          return api(API + '/account/keys/' + encodeURIComponent(k.id) + '/revoke', { confirm_last_key: last }).then(function (res) {
+            if (res.signed_out) {
+              setStatus('success', 'Key revoked. You are signed out.');
+              go(res.redirect || LOGIN_PATH);
+              return null;
+            }
+            setStatus('success', 'Key revoked.');
+            return load();
+          }, function (err) {
+            if (err instanceof ApiError && err.code === 'auth-too-old') stepUp('/.tapgate/account');
+            throw err;
+          });
+        });
+      });
+      row.appendChild(rename);
+      row.appendChild(revoke);
+    }
+
+    addForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      if (isBusy(addButton)) return;
+      var problem = webauthnProblem();
+      if (problem) { setStatus('error', problem); return; }
+      // The tap must be recent: otherwise sign in again first and come back.
+      if (account && !account.fresh) { stepUp('/.tapgate/account?add=1#add-key'); return; }
+      var name = $('new-nickname').value.trim() || 'Backup key';
+      setBusy(addButton, true, 'Waiting for your key…');
+      setStatus('busy', 'Follow your browser\'s prompt: choose where to save the new passkey, or touch the new security key.');
+      var ceremony;
+      api(API + '/register/options', {})
+        .then(function (opts) {
+          ceremony = opts.ceremony;
+          return navigator.credentials.create({ publicKey: parseCreationOptions(opts.publicKey) });
+        })
+        .then(function (cred) {
+          if (!cred) throw Object.assign(new Error('No credential was returned.'), { name: 'NotAllowedError' });
+          setStatus('busy', 'Saving the new key…');
+          return api(API + '/register/verify', { credential: credentialToJSON(cred), nickname: name, ceremony: ceremony });
+        })
+        .then(function () {
+          setBusy(addButton, false);
+          setStatus('success', 'Key “' + name + '” added. You can now sign in with it.');
+          return load();
+        })
+        .catch(function (err) {
+          setBusy(addButton, false);
+          if (err instanceof ApiError && err.code === 'auth-too-old') { stepUp('/.tapgate/account?add=1#add-key'); return; }
+          showError(err, 'register');
+        });
+    });
+
+    $('device-link-button').addEventListener('click', function () {
+      var b = $('device-link-button');
+      if (isBusy(b)) return;
+      if (account && !account.fresh) { stepUp('/.tapgate/account#add-key'); return; }
+      setBusy(b, true, 'Creating…');
+      api(API + '/account/device-link', {}).then(function (res) {
+        setBusy(b, false);
+        showLink('device-link', res);
+        setStatus('success', 'Scan the code on your other device, or open the link there. It works once, for 15 minutes.');
+      }, function (err) {
+        setBusy(b, false);
+        if (err instanceof ApiError && err.code === 'auth-too-old') { stepUp('/.tapgate/account#add-key'); return; }
+        showError(err, 'account');
+      });
+    });
+
+    $('signout-everywhere-button').addEventListener('click', function () {
+      var b = $('signout-everywhere-button');
+      confirmInline(signout, {
+        message: 'Sign out on every device and browser, this one included? Your keys keep working to sign in again.',
+        confirm: 'Sign out everywhere'
+      }, function () {
+        setBusy(b, true, 'Signing out…');
+        return api(API + '/account/sessions/revoke', {}).then(function (res) {
+          setStatus('success', 'Signed out everywhere.');
+          go(res.redirect || LOGIN_PATH);
+        });
+      });
     });
 
     signout.addEventListener('submit', function (ev) {
@@ -619,11 +855,228 @@
         showError(err, 'account');
       });
     });
+
+    load().then(function () {
+      // Back from the step-up sign-in: the add form is ready.
+      if (queryParam('add') === '1' && account) {
+        setStatus('', 'Your key tap is recent now. Name the new key and press “Add a key”.');
+        $('add-key').focus();
+        $('new-nickname').focus();
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- admin page
+
+  function initAdmin() {
+    var me = null;
+
+    function call(path, body) {
+      return api(API + '/admin' + path, body).catch(function (err) {
+        if (err instanceof ApiError && err.status === 401) {
+          go(LOGIN_PATH + '?rd=' + encodeURIComponent('/.tapgate/admin'));
+        }
+        throw err;
+      });
+    }
+
+    function load() {
+      return Promise.all([call('/users'), call('/invites')]).then(function (r) {
+        me = r[0].me;
+        renderUsers(r[0].users || []);
+        renderInvites(r[1].invites || []);
+        $('admin-loading').hidden = true;
+        $('admin-body').hidden = false;
+      }, function (err) {
+        $('admin-loading').hidden = true;
+        showError(err, 'account');
+      });
+    }
+
+    function done(message) {
+      return function () {
+        setStatus('success', message);
+        return load();
+      };
+    }
+
+    function renderUsers(users) {
+      var list = $('user-list');
+      list.textContent = '';
+      $('user-count').textContent = users.length === 1 ? '1 user' : users.length + ' users';
+      users.forEach(function (u) { list.appendChild(userItem(u)); });
+    }
+
+    function userItem(u) {
+      var li = el('li', 'user');
+      li.dataset.email = u.email;
+      var head = el('div', 'user__head');
+      head.appendChild(el('span', 'user__email', u.email));
+      (u.roles || []).forEach(function (r) { head.appendChild(el('span', 'badge badge--role', r)); });
+      if (u.disabled) head.appendChild(el('span', 'badge badge--disabled', 'Disabled'));
+      li.appendChild(head);
+      li.appendChild(el('p', 'user__meta', u.active_keys + (u.active_keys === 1 ? ' active key' : ' active keys') +
+        ' · since ' + formatDate(u.created, 'unknown') + ' · ' + u.subject));
+      var row = el('div', 'cred__actions');
+      li.appendChild(row);
+      var base = '/users/' + encodeURIComponent(u.subject);
+      var self = u.subject === me;
+
+      if (!self || u.disabled) {
+        var toggle = smallButton(u.disabled ? 'Enable' : 'Disable');
+        toggle.addEventListener('click', function () {
+          if (u.disabled) {
+            setBusy(toggle, true, 'Enabling…');
+            call(base + '/enable', {}).then(done(u.email + ' can sign in again.'), function (err) { setBusy(toggle, false); showError(err); });
+            return;
+          }
+          confirmInline(row, {
+            message: 'Disable ' + u.email + '? Sign-in is refused and every session ends within seconds, on every instance.',
+            confirm: 'Disable'
+          }, function () { return call(base + '/disable', {}).then(done(u.email + ' is disabled.')); });
+        });
+        row.appendChild(toggle);
+      }
+      var end = smallButton('End sessions');
+      end.addEventListener('click', function () {
+        confirmInline(row, {
+          message: 'End every session of ' + u.email + '? Their keys still work to sign in again.' + (self ? ' That includes yours.' : ''),
+          confirm: 'End sessions'
+        }, function () { return call(base + '/sessions/revoke', {}).then(done('Sessions of ' + u.email + ' ended.')); });
+      });
+      row.appendChild(end);
+      var grant = smallButton('Grant a role');
+      grant.addEventListener('click', function () {
+        inlineForm(row, { label: 'Role to grant to ' + u.email, save: 'Grant' }, function (v) {
+          return call(base + '/roles', { grant: v }).then(done('Granted ' + v + ' to ' + u.email + ' (from their next sign-in).'));
+        });
+      });
+      row.appendChild(grant);
+      (u.roles || []).forEach(function (r) {
+        if (self && r === 'admin') return;
+        var take = smallButton('Remove ' + r);
+        take.addEventListener('click', function () {
+          confirmInline(row, {
+            message: 'Take the role ' + r + ' from ' + u.email + '? Their sessions end (they carry the roles).',
+            confirm: 'Remove ' + r
+          }, function () { return call(base + '/roles', { revoke: r }).then(done('Removed ' + r + ' from ' + u.email + '.')); });
+        });
+        row.appendChild(take);
+      });
+      var recover = smallButton('Recovery invite');
+      recover.addEventListener('click', function () {
+        confirmInline(row, {
+          message: 'Create a single-use link that adds a new key to ' + u.email + '\'s account (for a lost or broken key).',
+          checkbox: 'Also revoke their other keys when the new one is added',
+          confirm: 'Create recovery invite',
+          optional: true
+        }, function (panel) {
+          var box = panel.querySelector('input[type=checkbox]');
+          return call('/invites', { recover: u.subject, revoke_other_keys: !!(box && box.checked) }).then(function (res) {
+            showInvite(res, 'Recovery invite for ' + u.email + (res.revoke_other_keys ? ' (revokes their other keys)' : ''));
+            return load();
+          });
+        });
+      });
+      row.appendChild(recover);
+
+      var keys = el('ul', 'creds');
+      var active = (u.keys || []).filter(function (k) { return !k.revoked; }).length;
+      (u.keys || []).forEach(function (k) {
+        keys.appendChild(keyItem(k, k.revoked ? null : function (krow) {
+          var revoke = smallButton('Revoke key');
+          revoke.setAttribute('aria-label', 'Revoke ' + (k.nickname || 'key') + ' of ' + u.email);
+          revoke.addEventListener('click', function () {
+            var last = active === 1;
+            confirmInline(krow, last ? {
+              message: 'This is the only key of ' + u.email + '. After revoking it they cannot sign in until you send them a recovery invite.',
+              checkbox: 'Revoke their last key anyway',
+              confirm: 'Revoke last key'
+            } : {
+              message: 'Revoke “' + (k.nickname || 'this key') + '” of ' + u.email + '? Sessions made with it end within seconds.',
+              confirm: 'Revoke key'
+            }, function () {
+              return call('/keys/' + encodeURIComponent(k.id) + '/revoke', { confirm_last_key: last }).then(done('Key revoked.'));
+            });
+          });
+          krow.appendChild(revoke);
+        }));
+      });
+      li.appendChild(keys);
+      return li;
+    }
+
+    function showInvite(res, forText) {
+      $('invite-for').textContent = forText;
+      showLink('invite', res);
+      $('invite-result').scrollIntoView({ block: 'nearest' });
+    }
+
+    function renderInvites(all) {
+      var showAll = $('invites-all').checked;
+      var now = Date.now() / 1000;
+      var list = $('invite-list');
+      list.textContent = '';
+      var shown = all.filter(function (i) { return showAll || i.state === 'pending'; });
+      shown.forEach(function (i) {
+        var li = el('li', 'cred');
+        li.dataset.inviteId = i.id;
+        var head = el('div', 'cred__head');
+        head.appendChild(el('span', 'cred__name', i.email));
+        head.appendChild(el('span', 'badge badge--role', i.recovery_for ? 'Recovery' : 'New user'));
+        head.appendChild(el('span', 'badge ' + (i.state === 'pending' ? 'badge--synced' : 'badge--device'), i.state));
+        li.appendChild(head);
+        li.appendChild(el('p', 'cred__meta', 'ID ' + i.short_id + ' · roles ' + rolesText(i.roles) +
+          ' · by ' + i.created_by + ' · ' + (i.expires > now ? 'expires ' : 'expired ') + formatDate(i.expires, '')));
+        var row = el('div', 'cred__actions');
+        if (i.state === 'pending') {
+          var cancel = smallButton('Cancel invite');
+          cancel.addEventListener('click', function () {
+            setBusy(cancel, true, 'Cancelling…');
+            call('/invites/' + encodeURIComponent(i.id) + '/cancel', {}).then(done('Invite for ' + i.email + ' cancelled.'), function (err) {
+              setBusy(cancel, false);
+              showError(err);
+            });
+          });
+          row.appendChild(cancel);
+        }
+        li.appendChild(row);
+        list.appendChild(li);
+      });
+      $('no-invites').hidden = shown.length !== 0;
+      renderInvites.last = all;
+    }
+
+    $('invites-all').addEventListener('change', function () {
+      if (renderInvites.last) renderInvites(renderInvites.last);
+    });
+
+    $('invite-form').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var b = $('invite-button');
+      if (isBusy(b)) return;
+      var email = $('invite-email').value.trim();
+      if (!email) { $('invite-email').setAttribute('aria-invalid', 'true'); $('invite-email').focus(); return; }
+      $('invite-email').removeAttribute('aria-invalid');
+      var roles = $('invite-roles').value.split(',').map(function (r) { return r.trim(); }).filter(Boolean);
+      setBusy(b, true, 'Creating…');
+      call('/invites', { email: email, roles: roles, ttl: $('invite-ttl').value }).then(function (res) {
+        setBusy(b, false);
+        showInvite(res, 'Invite for ' + res.email + ' (' + rolesText(roles) + ')');
+        setStatus('success', 'Invite created. Send the link, or let them scan the code.');
+        return load();
+      }, function (err) {
+        setBusy(b, false);
+        showError(err);
+      });
+    });
+
+    load();
   }
 
   // ---------------------------------------------------------------- start
 
-  var pages = { login: initLogin, register: initRegister, account: initAccount };
+  var pages = { login: initLogin, register: initRegister, account: initAccount, admin: initAdmin };
 
   function start() {
     var page = document.body && document.body.dataset.page;

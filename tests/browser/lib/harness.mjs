@@ -255,25 +255,42 @@ export async function newPageWithAuthenticator(browser) {
   page.on('pageerror', (err) => problems.push({ url: page.url(), kind: 'pageerror', text: String(err) }));
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+  const virtualKey = async (transport) => (await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: {
       protocol: 'ctap2',
-      transport: 'internal',
+      transport,
       hasResidentKey: true,
       hasUserVerification: true,
       isUserVerified: true,
       automaticPresenceSimulation: true,
     },
-  });
+  })).authenticatorId;
+  const authenticatorId = await virtualKey('internal');
   return {
     context,
     page,
     problems,
     cdp,
     authenticatorId,
-    async credentials() {
-      const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    async credentials(id = authenticatorId) {
+      const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId: id });
       return credentials;
+    },
+    // Another authenticator (a second security key: USB); returns its id.
+    // Chromium may ask any of them, so tests plug in one at a time
+    // (unplug() the others).
+    async plugIn(transport = 'usb') {
+      return virtualKey(transport);
+    },
+    async unplug(id) {
+      await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: id });
+    },
+    // Puts credentials taken with credentials() back on authenticator `id`
+    // (a key plugged in again).
+    async restore(id, credentials) {
+      for (const credential of credentials) {
+        await cdp.send('WebAuthn.addCredential', { authenticatorId: id, credential });
+      }
     },
     // Puts a resident ES256 credential on the authenticator that tapgate has
     // never seen. `id` is base64url; `userHandle` a string.
