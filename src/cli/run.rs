@@ -107,7 +107,7 @@ async fn start(
             }
         } else {
             println!(
-                "Sign in at {public}/.tapgate/login — invite teammates with `tapgate admin invite --email E --role R`."
+                "Sign in at {public}/.tapgate/login — invite teammates with `tapgate admin invites create --email E --role R`."
             );
         }
     }
