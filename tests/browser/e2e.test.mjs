@@ -167,7 +167,7 @@ test('passkey lifecycle through tapgate in front of an upstream', { timeout: 90_
 
     ['"Sign out" ends the session; the app then redirects to the login page', async () => {
       const { page } = session;
-      await page.getByRole('button', { name: 'Sign out' }).click();
+      await page.getByRole('button', { name: 'Sign out', exact: true }).click();
       await page.waitForURL(/\/\.tapgate\/login(\?|$)/);
       const before = upstream.records.length;
       const res = await page.goto(`${base}/`);
