@@ -441,7 +441,6 @@ async fn a_hardware_only_deployment_refuses_other_keys_at_registration() {
 }
 
 #[tokio::test]
-#[ignore = "needs credentials.attestation_root in the store (migration 0002, in progress)"]
 async fn hardware_keys_stay_hardware_after_signing_in_again() {
     let ca = TestCa::new();
     let gate = TestGate::start_with(&policy_toml(&ca, ""), &[]).await;

@@ -160,11 +160,13 @@ async fn login(
         roles: user.roles.clone(),
         auth_time: now,
         cred: id.digest(),
+        // The root is the one recorded at registration; whether it is still
+        // trusted is the policy's question, asked on every request.
         authn: AuthnFacts {
-            root: None,
+            root: record.attestation_root.clone(),
             uv: auth.flags.uv,
             synced: record.backup_eligible,
-            attested: record.attested,
+            attested: record.attestation_root.is_some(),
             aaguid: record.aaguid.clone(),
         },
     };

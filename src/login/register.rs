@@ -7,9 +7,9 @@ use super::{
 };
 use crate::audit::Outcome;
 use crate::error::HttpError;
-use crate::model::{AuthnFacts, CredentialId, Principal, Subject, format_aaguid};
+use crate::model::{AuthnFacts, CredentialId, Principal, Subject};
 use crate::server::{App, RequestCtx, now_unix};
-use crate::store::{CredentialRecord, StoreError, UserRecord};
+use crate::store::{StoreError, UserRecord};
 use crate::token::{CeremonyKind, CeremonyState};
 use axum::Extension;
 use axum::extract::{ConnectInfo, State};
@@ -163,43 +163,17 @@ async fn register(
     .map_err(|e| webauthn_error(&e))?;
     let cred_id = CredentialId(reg.credential_id.clone());
     ev.credential = Some(cred_id.digest());
-    let nickname = body
-        .nickname
-        .map(|n| {
-            n.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "Passkey".into());
-    let aaguid = format_aaguid(&reg.aaguid);
     // Attested means: the statement's chain ends at a root trusted now.
     // A chain that does not verify is not an error (attestation is
     // optional) unless the deployment accepts hardware keys only.
-    let root = match &reg.attestation {
-        tapgate_webauthn::AttestationKind::Basic { x5c } => {
-            match app.trust.load().verify(x5c, std::time::SystemTime::now()) {
-                Ok(path) => {
-                    tracing::info!(root = %path.root_name, aaguid = %aaguid, "attestation verified");
-                    Some(path.root_fingerprint)
-                }
-                Err(e) => {
-                    tracing::info!(reason = e.reason(), aaguid = %aaguid, "attestation not trusted");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let attested = root.is_some();
+    let root = super::attestation_root(app, &reg);
+    let record = super::new_credential(&reg, root.clone(), &subject, body.nickname, now);
     let facts = AuthnFacts {
-        root: root.clone(),
+        attested: root.is_some(),
+        root,
         uv: reg.flags.uv,
         synced: reg.flags.be,
-        attested,
-        aaguid: aaguid.clone(),
+        aaguid: record.aaguid.clone(),
     };
     refuse_below_floor(app, &facts)?;
     let user = UserRecord {
@@ -209,24 +183,6 @@ async fn register(
         roles: state.roles.clone(),
         disabled: false,
         created: now,
-    };
-    let record = CredentialRecord {
-        id: cred_id.clone(),
-        subject: subject.clone(),
-        public_key: reg.public_key.clone(),
-        alg: reg.alg,
-        sign_count: reg.sign_count,
-        aaguid: aaguid.clone(),
-        transports: reg.transports.clone(),
-        backup_eligible: reg.flags.be,
-        backup_state: reg.flags.bs,
-        attestation_fmt: reg.fmt.clone(),
-        attested,
-        nickname,
-        created: now,
-        last_used: Some(now),
-        revoked: None,
-        attestation_root: None,
     };
     app.store
         .register_with_invite(&invite, &user, &record, now)
