@@ -122,7 +122,8 @@ fn session(f: &Flags) -> Res<()> {
         },
     };
     let ttl = f.num("ttl", 3600.0)? as u64;
-    let (token, _) = ring.issue_session(&principal, now, ttl);
+    // Revocation epoch 0 (never revoked), one active key.
+    let (token, _) = ring.issue_session(&principal, 0, 1, now, ttl);
     println!("{token}");
     Ok(())
 }
