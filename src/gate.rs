@@ -189,6 +189,7 @@ pub fn reason_message(
         "credential-synced" => "This page does not accept synced passkeys. Sign in with a device-bound security key.".into(),
         "user-verification-missing" => "This page needs a key that checks your PIN or fingerprint. Sign in with such a key.".into(),
         "route-role-missing" => "Your account does not have a role that this page allows. Ask an administrator for access.".into(),
+        "backup-key-required" => "This page needs a backup key: register a second passkey or security key on your account page, then try again.".into(),
         "route-user-not-allowed" => "Your account is not on the list of people this page allows. Ask an administrator for access.".into(),
         _ => "No rule allows this address. Ask an administrator if you need it.".into(),
     }

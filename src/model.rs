@@ -163,6 +163,10 @@ pub struct Principal {
     /// `CredentialId::digest()` of the credential that tapped.
     pub cred: String,
     pub authn: AuthnFacts,
+    /// Active keys the user had when the session was issued (`nk`), for
+    /// `min_keys` rules. Ceremonies leave it 0: the store's count is what
+    /// goes into the token.
+    pub keys: u32,
 }
 
 impl Principal {

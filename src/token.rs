@@ -348,6 +348,7 @@ impl SessionClaims {
             auth_time: self.auth_time,
             cred: self.cred.clone(),
             authn: self.authn.clone(),
+            keys: self.nk,
         }
     }
 }
@@ -553,6 +554,7 @@ mod tests {
                 aaguid: "00".into(),
                 root: None,
             },
+            keys: 0,
         }
     }
 

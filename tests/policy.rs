@@ -451,3 +451,35 @@ async fn hardware_keys_stay_hardware_after_signing_in_again() {
     let r = post(&gate, "/deploy/prod", &s).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test]
+async fn min_keys_routes_ask_for_a_backup_key() {
+    let gate = TestGate::start_with(
+        "[[route]]\npath = \"/prod/\"\nallow_any_user = true\nmin_keys = 2\n[[route]]\npath = \"/\"\nallow_any_user = true\n",
+        &[],
+    )
+    .await;
+    let (_, one_key) = gate.user("ann@example.com", &["member"]).await;
+    let v = get(&gate, "/prod/db", &one_key)
+        .await
+        .assert_error(403, "backup-key-required");
+    assert!(
+        v["message"].as_str().unwrap().contains("account page"),
+        "{v}"
+    );
+    assert_eq!(get(&gate, "/docs", &one_key).await.status, 200);
+    // A session that counts two keys passes (the account page re-issues it
+    // when a key is added; tests/lifecycle.rs covers that flow).
+    let claims: tapgate::token::SessionClaims =
+        serde_json::from_value(jwt_payload(&one_key.token)).unwrap();
+    let (token, _) =
+        gate.app
+            .keys
+            .issue_session(&claims.principal(), claims.ep, 2, now_unix(), 3600);
+    let two = Session {
+        token,
+        body: one_key.body.clone(),
+        cookie_name: one_key.cookie_name.clone(),
+    };
+    assert_eq!(get(&gate, "/prod/db", &two).await.status, 200);
+}

@@ -41,6 +41,9 @@ pub struct ExplainArgs {
     /// The key did not verify the user (no PIN/biometric).
     #[arg(long)]
     no_uv: bool,
+    /// How many active keys the user has (for `min_keys` rules).
+    #[arg(long, default_value_t = 2)]
+    keys: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -137,6 +140,7 @@ pub async fn run(a: ExplainArgs) -> ExitCode {
                         .unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into()),
                     root,
                 },
+                keys: a.keys,
             })
         }
     };
@@ -175,6 +179,9 @@ pub async fn run(a: ExplainArgs) -> ExitCode {
             let rule = &policy.rules()[i];
             println!("rule:     route[{i}]: {}", rule.describe());
             println!("          admits {}", admits(rule));
+            if rule.min_keys > 0 {
+                println!("          needs {} registered keys", rule.min_keys);
+            }
             if let Some(m) = rule.max_auth_age {
                 println!(
                     "          needs a tap within {}",

@@ -585,6 +585,20 @@ fn route(
             "a public route cannot also require a fresh or strong tap".into(),
         );
     }
+    let min_keys = match r.min_keys {
+        Some(n) if (1..=10).contains(&n) => n,
+        Some(n) => {
+            p(
+                &key("min_keys"),
+                format!("{n} is out of range: use 1 to 10 (2 asks for a backup key)"),
+            );
+            0
+        }
+        None => 0,
+    };
+    if allow.public && min_keys > 0 {
+        p(&key("min_keys"), "has no effect on a public route".into());
+    }
     Some(Rule {
         host,
         path: path?,
@@ -592,6 +606,7 @@ fn route(
         allow,
         max_auth_age,
         strength,
+        min_keys,
     })
 }
 

@@ -130,6 +130,8 @@ pub struct RawRoute {
     pub allow_synced: Option<bool>,
     /// Require user verification (PIN/biometric) at the last tap.
     pub require_uv: Option<bool>,
+    /// Require this many registered keys (e.g. 2: a backup key) first.
+    pub min_keys: Option<u32>,
 }
 
 /// Every key a `TAPGATE_SECTION__KEY` variable may set. Other `TAPGATE_`

@@ -169,6 +169,7 @@ async fn login(
             attested: record.attestation_root.is_some(),
             aaguid: record.aaguid.clone(),
         },
+        keys: 0,
     };
     let token = super::start_session(app, &principal, now).await?;
     let rd = safe_rd(state.rd.as_deref());

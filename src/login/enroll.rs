@@ -347,6 +347,7 @@ async fn add_key(
             auth_time: now,
             cred: record.id.digest(),
             authn: facts,
+            keys: 0,
         },
     };
     let token = start_session(app, &principal, now).await?;

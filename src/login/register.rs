@@ -208,6 +208,7 @@ async fn register(
         auth_time: now,
         cred: cred_id.digest(),
         authn: facts,
+        keys: 0,
     };
     let token = super::start_session(app, &principal, now).await?;
     Ok(json_with_cookies(
@@ -229,6 +230,7 @@ pub(super) fn refuse_below_floor(app: &App, facts: &AuthnFacts) -> Result<(), Ht
         auth_time: 0,
         cred: String::new(),
         authn: facts.clone(),
+        keys: 0,
     };
     if floor.hardware && !policy.trust().is_hardware(&probe) {
         return Err(HttpError::bad_request(

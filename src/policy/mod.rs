@@ -117,6 +117,8 @@ pub struct Rule {
     pub allow: Allow,
     pub max_auth_age: Option<Duration>,
     pub strength: Strength,
+    /// Active keys the user must have (0: no requirement).
+    pub min_keys: u32,
 }
 
 impl Rule {
@@ -266,6 +268,14 @@ impl Policy {
             };
             return Decision::Deny {
                 reason,
+                rule: Some(i),
+            };
+        }
+        if p.keys < rule.min_keys {
+            // Only the person can fix this (register a backup key), so no
+            // step-up: a denial that says what to do.
+            return Decision::Deny {
+                reason: "backup-key-required",
                 rule: Some(i),
             };
         }

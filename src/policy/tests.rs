@@ -90,6 +90,7 @@ fn principal(w: &Who) -> Principal {
             aaguid: w.aaguid.into(),
             root: w.root.map(str::to_owned),
         },
+        keys: 0,
     }
 }
 
@@ -388,6 +389,47 @@ fn removing_a_model_from_the_allow_list_takes_effect_for_existing_sessions() {
             ..
         }
     ));
+}
+
+#[test]
+fn min_keys_asks_for_a_backup_key_first() {
+    let c = Config::from_sources(
+        Mode::Demo,
+        Some("[[route]]\npath = \"/prod/\"\nallow_any_user = true\nmin_keys = 2\n[[route]]\npath = \"/\"\nallow_any_user = true\n"),
+        &[],
+    )
+    .unwrap();
+    let policy = crate::server::policy_of(&c);
+    let req = Request {
+        host: "h",
+        method: &http::Method::GET,
+        path: "/prod/x",
+    };
+    let mut p = principal(&member("a@example.com", &[]));
+    p.keys = 1;
+    assert_eq!(
+        verdict(&policy.decide(Some(&p), &req, NOW)),
+        "deny backup-key-required #0"
+    );
+    p.keys = 2;
+    assert_eq!(
+        verdict(&policy.decide(Some(&p), &req, NOW)),
+        "allow allowed #0"
+    );
+    let other = Request {
+        path: "/docs",
+        ..req
+    };
+    p.keys = 1;
+    assert_eq!(
+        verdict(&policy.decide(Some(&p), &other, NOW)),
+        "allow allowed #1"
+    );
+    assert!(
+        problems("[[route]]\npath = \"/\"\nallow_any_user = true\nmin_keys = 0\n")
+            .iter()
+            .any(|p| p.starts_with("route[0].min_keys"))
+    );
 }
 
 #[test]
