@@ -226,9 +226,32 @@ pub fn policy_of(config: &Config) -> Policy {
 }
 
 fn instance_id() -> String {
-    // Cloud Run names the revision; add randomness to tell instances apart.
+    // Cloud Run names the revision; the tag tells instances apart.
     let rev = std::env::var("K_REVISION").unwrap_or_else(|_| "local".into());
-    format!("{rev}-{}", crate::crypto::random_token(4))
+    format!("{rev}-{}", instance_tag())
+}
+
+/// Eight characters that tell this process apart from others (logs, request
+/// ids). Not a secret, so derived from pid and start time rather than the
+/// CSPRNG: seeding aws-lc's DRBG costs ~11 ms, which a cold start that needs
+/// no randomness should not pay before its first answer.
+fn instance_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{}-{nanos}", std::process::id());
+        tapgate_webauthn::base64url(&crate::crypto::sha256(seed.as_bytes())[..6])
+    })
+}
+
+/// A request id: the instance tag and a counter. Unique across instances
+/// (in practice) and cheap: no allocation beyond the string, no RNG.
+pub fn next_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{n:x}", instance_tag())
 }
 
 /// THE router. Layers wrap from the inside out: the last `.layer` runs first.
@@ -305,7 +328,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn request_context(mut req: Request, next: Next) -> Response {
-    let id = crate::crypto::random_token(9);
+    let id = next_request_id();
     let wants_html = gate::is_navigation(req.method(), req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

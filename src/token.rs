@@ -449,7 +449,28 @@ pub struct SessionCache {
 pub struct CachedSession {
     pub claims: SessionClaims,
     pub principal: Principal,
+    /// `X-Tapgate-User/Email/Roles` values, built once per session rather
+    /// than per request. `None` if a value is not a valid header (then no
+    /// identity is sent rather than a wrong one).
+    pub identity: Option<IdentityHeaders>,
     assertion: std::sync::Mutex<Option<(axum::http::HeaderValue, u64)>>,
+}
+
+pub struct IdentityHeaders {
+    pub user: axum::http::HeaderValue,
+    pub email: axum::http::HeaderValue,
+    pub roles: axum::http::HeaderValue,
+}
+
+impl IdentityHeaders {
+    fn of(p: &Principal) -> Option<IdentityHeaders> {
+        use axum::http::HeaderValue;
+        Some(IdentityHeaders {
+            user: HeaderValue::from_str(p.subject.as_str()).ok()?,
+            email: HeaderValue::from_str(p.email.as_str()).ok()?,
+            roles: HeaderValue::from_str(&p.roles_csv()).ok()?,
+        })
+    }
 }
 
 impl CachedSession {
@@ -509,8 +530,10 @@ impl SessionCache {
             return Ok(hit.clone());
         }
         let claims = ring.verify_session(token, now)?;
+        let principal = claims.principal();
         let entry = std::sync::Arc::new(CachedSession {
-            principal: claims.principal(),
+            identity: IdentityHeaders::of(&principal),
+            principal,
             claims,
             assertion: std::sync::Mutex::new(None),
         });

@@ -124,12 +124,11 @@ impl Upstream {
 
         if let Some(s) = fwd.session {
             let p = &s.principal;
-            let user = HeaderValue::from_str(p.subject.as_str());
-            let email = HeaderValue::from_str(p.email.as_str());
-            let roles = HeaderValue::from_str(&p.roles_csv());
             // Subjects, emails and roles are validated ASCII at creation;
             // if one ever were not, send no identity rather than a wrong one.
-            if let (Ok(user), Ok(email), Ok(roles)) = (user, email, roles) {
+            if let Some(crate::token::IdentityHeaders { user, email, roles }) = s.identity.as_ref()
+            {
+                let (user, email, roles) = (user.clone(), email.clone(), roles.clone());
                 if id.iap {
                     if let Ok(v) =
                         HeaderValue::from_str(&format!("accounts.google.com:{}", p.email))
