@@ -120,6 +120,7 @@ fn session(f: &Flags) -> Res<()> {
             aaguid: "00000000-0000-0000-0000-000000000000".into(),
             ..Default::default()
         },
+        keys: 1,
     };
     let ttl = f.num("ttl", 3600.0)? as u64;
     // Revocation epoch 0 (never revoked), one active key.
