@@ -59,6 +59,18 @@ pub enum AdminCommand {
     /// Same as `invites create`: create a single-use invite and print its URL
     /// alone on one line.
     Invite(InviteCreate),
+    /// Print the whole state (users, keys, invites, revocation feed) as JSON
+    /// on stdout, for `admin import` into another store (SQLite or
+    /// PostgreSQL).
+    Export,
+    /// Load a state export from stdin, in one transaction (all or nothing).
+    /// Refuses a store that is not empty unless --force.
+    Import {
+        /// Replace everything in a non-empty store (stop the instances
+        /// using it first).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +305,7 @@ fn check(cmd: &AdminCommand) -> Result<(), Failure> {
         AdminCommand::Sessions {
             command: SessionsCommand::Revoke { email: e },
         } => email(e, "EMAIL"),
+        AdminCommand::Export | AdminCommand::Import { .. } => Ok(()),
     }
 }
 
@@ -302,6 +315,24 @@ async fn dispatch(ctx: &Ctx, cmd: AdminCommand) -> Result<(), Failure> {
         AdminCommand::Keys { command } => keys(ctx, command).await,
         AdminCommand::Invites { command } => invites(ctx, command).await,
         AdminCommand::Invite(c) => create_invite(ctx, c).await,
+        AdminCommand::Export => super::export::export(&ctx.store)
+            .await
+            .map_err(Failure::Run),
+        AdminCommand::Import { force } => {
+            let done = super::export::import(&ctx.store, force)
+                .await
+                .map_err(|(usage, m)| {
+                    if usage {
+                        Failure::Usage(m)
+                    } else {
+                        Failure::Run(m)
+                    }
+                })?;
+            ctx.answer(serde_json::json!({ "imported": done }), || {
+                format!("imported {done}")
+            });
+            Ok(())
+        }
         AdminCommand::Roles { command } => roles(ctx, command).await,
         AdminCommand::Sessions {
             command: SessionsCommand::Revoke { email },

@@ -4,6 +4,8 @@
 mod admin;
 mod check;
 mod explain;
+mod export;
+mod migrate;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +66,13 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Print a new P-256 signing key (PKCS#8 PEM) for `keys.signing_key_file`.
     Keygen,
+    /// Apply the store's schema migrations now and print the schema version
+    /// (`serve` also migrates at start; several at once are safe).
+    Migrate {
+        /// Configuration file; without it, the demo's defaults (./tapgate-data/).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Parse the command line, run, and map the outcome to an exit code.
@@ -79,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Serve { config } => runtime(|| run::run(crate::config::Mode::Serve, config)),
         Command::Explain(args) => runtime(|| explain::run(args)),
         Command::Admin(args) => runtime(|| admin::run(args)),
+        Command::Migrate { config } => runtime(|| migrate::run(config)),
     }
 }
 

@@ -10,9 +10,11 @@
 //! entry in that same transaction, so the feed never misses one.
 
 mod postgres;
+pub mod snapshot;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use snapshot::Snapshot;
 pub use sqlite::SqliteStore;
 
 use crate::model::{CredentialId, Email, Role, Subject};
@@ -317,6 +319,29 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Revocation>, StoreError>;
+
+    // ---- export / import (issue 5) ----
+
+    /// The schema version (the newest applied migration).
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+    /// All state but consumed challenges, read from one consistent
+    /// snapshot, in a stable order (see [`Snapshot`]).
+    async fn export(&self) -> Result<Snapshot, StoreError>;
+    /// Load `snapshot` in one transaction: all of it or nothing. A store
+    /// that already holds users, invites or revocations is refused
+    /// (`Other`) unless `replace`, which deletes them first in that same
+    /// transaction. Revocation `seq` values are kept and the feed's
+    /// sequence continues after the largest ever handed out (imported or
+    /// not), so running instances miss no later entry.
+    async fn import(&self, snapshot: &Snapshot, replace: bool) -> Result<(), StoreError>;
+}
+
+/// The refusal [`Store::import`] gives for a store that is not empty.
+pub(crate) fn not_empty(users: i64, invites: i64, revocations: i64) -> StoreError {
+    StoreError::Other(format!(
+        "the target store is not empty ({users} users, {invites} invites, {revocations} \
+         revocation entries); import replaces everything only with --force"
+    ))
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -2,6 +2,7 @@
 //! one database, so every single-use rule (invites, challenges) is enforced
 //! by the database itself, never by instance memory.
 
+use super::snapshot::{CredentialState, InviteState, RevocationState, Snapshot, UserState};
 use super::{
     CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing, Store, StoreError,
     UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
@@ -810,6 +811,148 @@ impl Store for PgStore {
             .map_err(pg_error)?;
         rows.iter().map(revocation_from).collect()
     }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(pg_error)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        // REPEATABLE READ: every table from the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let mut fetch = async |q: &str| sqlx::query(q).fetch_all(&mut *tx).await.map_err(pg_error);
+        // COLLATE "C": byte order, as SQLite sorts text.
+        let users = fetch("SELECT * FROM users ORDER BY subject COLLATE \"C\"").await?;
+        let creds = fetch("SELECT * FROM credentials ORDER BY id").await?;
+        let invites = fetch("SELECT * FROM invites ORDER BY token_hash COLLATE \"C\"").await?;
+        let revs = fetch("SELECT * FROM revocations ORDER BY seq").await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Snapshot::new(
+            users
+                .iter()
+                .map(|r| Ok(UserState::from_record(&user_from(r)?, epoch_of(r)?)))
+                .collect::<Result<_, StoreError>>()?,
+            creds
+                .iter()
+                .map(|r| credential_from(r).map(|c| CredentialState::from_record(&c)))
+                .collect::<Result<_, _>>()?,
+            invites
+                .iter()
+                .map(|r| invite_from(r).map(|i| InviteState::from_record(&i)))
+                .collect::<Result<_, _>>()?,
+            revs.iter()
+                .map(|r| revocation_from(r).map(|v| RevocationState::from_record(&v)))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    async fn import(&self, snap: &Snapshot, replace: bool) -> Result<(), StoreError> {
+        snap.check().map_err(StoreError::Other)?;
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        // Nobody writes these tables until we commit (readers may go on).
+        sqlx::query("LOCK TABLE users, credentials, invites, revocations IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let (users, invites, revs): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM invites), \
+             (SELECT COUNT(*) FROM revocations)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if users + invites + revs > 0 {
+            if !replace {
+                return Err(super::not_empty(users, invites, revs));
+            }
+            for table in ["revocations", "invites", "credentials", "users"] {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg_error)?;
+            }
+        }
+        for u in &snap.users {
+            let r = u.record().map_err(StoreError::Other)?;
+            sqlx::query(
+                "INSERT INTO users (subject, email, display_name, roles, disabled, created, epoch) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(r.subject.as_str())
+            .bind(r.email.as_str())
+            .bind(&r.display_name)
+            .bind(join(r.roles.iter().map(|r| r.as_str())))
+            .bind(r.disabled)
+            .bind(r.created as i64)
+            .bind(u.epoch as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        for c in &snap.credentials {
+            let c = c.record().map_err(StoreError::Other)?;
+            insert_credential(&mut tx, &c).await.map_err(pg_error)?;
+        }
+        for i in &snap.invites {
+            let i = i.record().map_err(StoreError::Other)?;
+            sqlx::query(
+                "INSERT INTO invites (token_hash, email, roles, created, expires, created_by, \
+                 used_at, used_by, subject, revoke_other_keys, cancelled) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&i.token_hash)
+            .bind(i.email.as_str())
+            .bind(join(i.roles.iter().map(|r| r.as_str())))
+            .bind(i.created as i64)
+            .bind(i.expires as i64)
+            .bind(&i.created_by)
+            .bind(i.used_at.map(|v| v as i64))
+            .bind(i.used_by.as_ref().map(Subject::as_str))
+            .bind(i.subject.as_ref().map(Subject::as_str))
+            .bind(i.revoke_other_keys)
+            .bind(i.cancelled.map(|v| v as i64))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        for r in &snap.revocations {
+            sqlx::query(
+                "INSERT INTO revocations (seq, subject, epoch, credential, time) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(r.seq as i64)
+            .bind(&r.subject)
+            .bind(r.epoch.map(|v| v as i64))
+            .bind(&r.credential)
+            .bind(r.time as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        // The feed continues after the largest seq ever handed out (as
+        // SQLite's AUTOINCREMENT does), so instances that already read past
+        // the imported entries still see every later one.
+        if let Some(max) = snap.revocations.iter().map(|r| r.seq).max() {
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('revocations', 'seq'), \
+                 GREATEST($1, (SELECT last_value FROM revocations_seq_seq)))",
+            )
+            .bind(max as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(())
+    }
 }
 
 async fn insert_credential(
@@ -930,6 +1073,34 @@ mod tests {
             // Migrations already applied: reopening is a no-op and keeps data.
             let again = PgStore::open(&url).await.unwrap();
             assert_eq!(again.count_users().await.unwrap(), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn export_import_postgres_round_trip() {
+        with_schema("export_import_postgres_a", |url_a| async move {
+            let a = PgStore::open(&url_a).await.unwrap();
+            with_schema("export_import_postgres_b", |url_b| async move {
+                let b = PgStore::open(&url_b).await.unwrap();
+                conformance::export_import(&a, &b).await;
+            })
+            .await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn export_import_sqlite_to_postgres_and_back() {
+        with_schema("export_import_cross", |url| async move {
+            let lite = crate::store::SqliteStore::memory().await.unwrap();
+            let pg = PgStore::open(&url).await.unwrap();
+            conformance::export_import(&lite, &pg).await;
+            let back = crate::store::SqliteStore::memory().await.unwrap();
+            back.import(&pg.export().await.unwrap(), false)
+                .await
+                .unwrap();
+            assert_eq!(back.export().await.unwrap(), pg.export().await.unwrap());
         })
         .await;
     }
