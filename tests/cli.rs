@@ -949,3 +949,257 @@ async fn issue_4_the_admin_cli_works_against_postgresql() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// `tapgate admin ARGS… --config CONFIG` with `stdin` fed in; at most 30 s.
+fn admin_with_stdin(dir: &Path, config: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut c = tapgate(dir);
+    c.arg("admin")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn tapgate");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("feed stdin");
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tapgate admin {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn store_config(dir: &Path, name: &str, url: &str) -> std::path::PathBuf {
+    let config = dir.join(name);
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"https://app.example.com\"\nupstream = \"http://127.0.0.1:9\"\n\
+             [store]\nurl = \"{url}\"\n[keys]\nsigning_key_file = \"/unused\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Demo to production and back: SQLite → PostgreSQL → SQLite through
+/// `admin export` / `admin import`, the JSON identical at every step;
+/// `migrate` prints the schema version; a non-empty target is refused
+/// without --force and replaced (all of it) with it.
+#[tokio::test]
+async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
+    use sqlx::Connection;
+    use tapgate::model::{CredentialId, Email, Role, Subject};
+    use tapgate::store::{CredentialRecord, InviteRecord, SqliteStore, Store, UserRecord};
+    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut admin = match tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(&base),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL at {base} is required but unreachable")
+        }
+        _ => {
+            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
+            return;
+        }
+    };
+    let schema = format!(
+        "tg_export_{}",
+        tapgate::crypto::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let pg = store_config(
+        d,
+        "pg.toml",
+        &format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+    );
+    let demo_db = d.join("demo.db");
+    let lite = store_config(d, "lite.toml", &format!("sqlite://{}", demo_db.display()));
+    let back = store_config(
+        d,
+        "back.toml",
+        &format!("sqlite://{}", d.join("back.db").display()),
+    );
+
+    // The demo's state, written through the library: a user with a
+    // hardware key (attestation root, counter) and a revoked passkey, a
+    // used, a cancelled and a pending invite, revocation entries.
+    {
+        let s = SqliteStore::open(&format!("sqlite://{}", demo_db.display()))
+            .await
+            .unwrap();
+        let role = |r: &str| Role::parse(r).unwrap();
+        s.create_invite(&InviteRecord::new(
+            "h_ann".into(),
+            Email::parse("ann@example.com").unwrap(),
+            vec![role("admin")],
+            100,
+            u64::MAX / 4,
+            "demo",
+        ))
+        .await
+        .unwrap();
+        let ann = UserRecord {
+            subject: Subject("u_ann".into()),
+            email: Email::parse("ann@example.com").unwrap(),
+            display_name: "Ann".into(),
+            roles: vec![role("admin")],
+            disabled: false,
+            created: 200,
+        };
+        let key = |id: &[u8], root: Option<String>| CredentialRecord {
+            id: CredentialId(id.to_vec()),
+            subject: ann.subject.clone(),
+            public_key: vec![0xa5, 1, 2, 3, 0],
+            alg: -7,
+            sign_count: 0,
+            aaguid: "2fc0579f-8113-47ea-b116-bb5a8db9202a".into(),
+            transports: vec!["usb".into()],
+            backup_eligible: root.is_none(),
+            backup_state: false,
+            attestation_fmt: if root.is_some() { "packed" } else { "none" }.into(),
+            attested: root.is_some(),
+            nickname: "key".into(),
+            created: 200,
+            last_used: None,
+            revoked: None,
+            attestation_root: root,
+        };
+        s.register_with_invite("h_ann", &ann, &key(b"\x00hw", Some("cd".repeat(32))), 200)
+            .await
+            .unwrap();
+        s.record_use(&CredentialId(b"\x00hw".to_vec()), 4_000_000_000, false, 300)
+            .await
+            .unwrap();
+        s.add_credential(&key(b"phone", None)).await.unwrap();
+        s.revoke_credential(&ann.subject, &CredentialId(b"phone".to_vec()), false, 400)
+            .await
+            .unwrap();
+        s.revoke_sessions(&ann.subject, 500).await.unwrap();
+        for (h, e) in [("h_bob", "bob@example.com"), ("h_cy", "cy@example.com")] {
+            s.create_invite(&InviteRecord::new(
+                h.into(),
+                Email::parse(e).unwrap(),
+                vec![role("member")],
+                600,
+                u64::MAX / 4,
+                "cli",
+            ))
+            .await
+            .unwrap();
+        }
+        s.cancel_invite("h_cy", 700).await.unwrap();
+    }
+
+    let outcome = std::panic::catch_unwind(|| {
+        let ok = |out: Output, what: &str| {
+            assert!(
+                out.status.success(),
+                "{what}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        let mut migrate = tapgate(d);
+        migrate.arg("migrate").arg("--config").arg(&pg);
+        let out = ok(run(migrate), "migrate");
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "schema version 2");
+
+        let from_lite = ok(
+            admin_with_stdin(d, &lite, &["export"], b""),
+            "export sqlite",
+        );
+        let snap: Value = serde_json::from_slice(&from_lite).unwrap();
+        assert_eq!(snap["users"].as_array().unwrap().len(), 1);
+        assert_eq!(snap["credentials"].as_array().unwrap().len(), 2);
+        assert_eq!(snap["invites"].as_array().unwrap().len(), 3);
+        assert_eq!(snap["revocations"].as_array().unwrap().len(), 2);
+        assert_eq!(snap["users"][0]["epoch"], 1);
+
+        ok(
+            admin_with_stdin(d, &pg, &["import"], &from_lite),
+            "import pg",
+        );
+        let from_pg = ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg");
+        assert_eq!(
+            String::from_utf8_lossy(&from_pg),
+            String::from_utf8_lossy(&from_lite)
+        );
+        // What the operator sees agrees too.
+        let users = ok(
+            admin_with_stdin(d, &pg, &["users", "list", "--json"], b""),
+            "users list",
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&users).unwrap()[0]["email"],
+            "ann@example.com"
+        );
+
+        // Not into a non-empty store without --force (exit 1, untouched).
+        let refused = admin_with_stdin(d, &pg, &["import"], &from_lite);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+        // Not a state export: exit 2.
+        let bad = admin_with_stdin(d, &pg, &["import", "--force"], b"{\"users\": []}");
+        assert_eq!(bad.status.code(), Some(2));
+        assert_eq!(
+            ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg"),
+            from_pg
+        );
+
+        ok(
+            admin_with_stdin(d, &back, &["import"], &from_pg),
+            "import back",
+        );
+        let from_back = ok(admin_with_stdin(d, &back, &["export"], b""), "export back");
+        assert_eq!(
+            String::from_utf8_lossy(&from_back),
+            String::from_utf8_lossy(&from_lite)
+        );
+
+        // --force replaces all of it.
+        let mut one: Value = snap.clone();
+        one["invites"] = json!([]);
+        let one = serde_json::to_vec(&one).unwrap();
+        ok(
+            admin_with_stdin(d, &back, &["import", "--force"], &one),
+            "import --force",
+        );
+        let replaced: Value = serde_json::from_slice(&ok(
+            admin_with_stdin(d, &back, &["export"], b""),
+            "export back",
+        ))
+        .unwrap();
+        assert_eq!(replaced["invites"], json!([]));
+        assert_eq!(replaced["users"], snap["users"]);
+    });
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
