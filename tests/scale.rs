@@ -1,0 +1,422 @@
+//! Issue 5: two real `tapgate serve` processes share one PostgreSQL schema
+//! and one signing key behind a loopback round-robin. A ceremony begun on
+//! one finishes on the other, a login replayed to both wins exactly once,
+//! a revocation on one is refused on the other within 2 s, and a database
+//! outage (a TCP relay between tapgate and PostgreSQL, cut and restored:
+//! the shared server itself is never stopped) keeps signed-in traffic at
+//! 200 while new ceremonies get 503 `store-unavailable`, recovering with no
+//! restart. Skips (SKIP line) without PostgreSQL unless
+//! `TAPGATE_REQUIRE_POSTGRES=1`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tapgate serve` child, killed on drop; its output goes to files.
+struct Instance {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    fn start(dir: &Path, name: &str, config: &Path, port: u16) -> Instance {
+        let mut c = Command::new(BIN);
+        c.current_dir(dir);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
+                c.env_remove(k);
+            }
+        }
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        c.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("TAPGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        Instance {
+            child: c.spawn().expect("spawn tapgate serve"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A loopback TCP relay to PostgreSQL that can be cut (every connection
+/// dropped, the port closed) and restored on the same port.
+struct Relay {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(port: u16, upstream: (String, u16)) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Relay { port, task }
+    }
+
+    async fn cut(self) -> u16 {
+        self.task.abort();
+        let _ = self.task.await;
+        self.port
+    }
+}
+
+/// Both instances as one public origin (`http://localhost:PORT_A`, the
+/// load balancer's), requests sent round-robin.
+struct RoundRobin {
+    gates: Vec<Gate>,
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    fn pick(&self) -> &Gate {
+        &self.gates[self.next.fetch_add(1, Ordering::Relaxed) % self.gates.len()]
+    }
+}
+
+async fn wait_healthy(gate: &Gate, inst: &Instance) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = gate.http.get(gate.url("/.tapgate/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance not healthy within 30 s:\n{}",
+            inst.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_5_two_processes_share_one_postgresql() {
+    use sqlx::Connection;
+    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut admin = match tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(&base),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL at {base} is required but unreachable")
+        }
+        _ => {
+            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
+            return;
+        }
+    };
+    let schema = format!(
+        "tg_scale_{}",
+        tapgate::crypto::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(scenario(base, schema.clone())).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn scenario(base: String, schema: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let upstream = Upstream::start().await;
+
+    // tapgate reaches PostgreSQL only through the relay.
+    let pg = url::Url::parse(&base).unwrap();
+    let target = (
+        pg.host_str().unwrap_or("127.0.0.1").to_owned(),
+        pg.port().unwrap_or(5432),
+    );
+    let relay = Relay::start(0, target.clone()).await;
+    let mut via = pg.clone();
+    via.set_host(Some("127.0.0.1")).unwrap();
+    via.set_port(Some(relay.port)).unwrap();
+    via.query_pairs_mut()
+        .append_pair("options", &format!("-c search_path={schema}"))
+        .append_pair("pool_max", "4");
+
+    let key = Command::new(BIN).arg("keygen").output().unwrap();
+    std::fs::write(d.join("signing-key.pem"), &key.stdout).unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let public = format!("http://localhost:{pa}");
+    let config = d.join("tapgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"{public}\"\nupstream = \"{}\"\n[store]\nurl = \"{via}\"\n\
+             [keys]\nsigning_key_file = \"{}\"\n",
+            upstream.url(),
+            d.join("signing-key.pem").display()
+        ),
+    )
+    .unwrap();
+    // Both start at once: the migrations' advisory lock serialises them.
+    let ia = Instance::start(d, "a", &config, pa);
+    let ib = Instance::start(d, "b", &config, pb);
+    let gate = |port: u16| {
+        let mut g = Gate::new(SocketAddr::from(([127, 0, 0, 1], port)));
+        g.origin = public.clone();
+        g
+    };
+    let (a, b) = (gate(pa), gate(pb));
+    wait_healthy(&a, &ia).await;
+    wait_healthy(&b, &ib).await;
+    let rr = RoundRobin {
+        gates: vec![a.clone(), b.clone()],
+        next: AtomicUsize::new(0),
+    };
+
+    // An invite from the operator's CLI, against the same database.
+    // Blocking: off the runtime's workers, which carry the relay.
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(d)
+        .args([
+            "admin",
+            "invite",
+            "--email",
+            "ann@example.com",
+            "--role",
+            "member",
+        ])
+        .arg("--config")
+        .arg(&config);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{out:?}\nA:\n{}\nB:\n{}",
+        ia.log(),
+        ib.log()
+    );
+    let invite = invite_token(String::from_utf8_lossy(&out.stdout).trim());
+
+    // Registration begun on A finishes on B.
+    let mut key = SoftKey::new();
+    let opts = a.register_options(&invite).await;
+    let cred = key
+        .create(&public, &opts["publicKey"], &ClientData::default())
+        .await;
+    let reply = b
+        .register_verify(&cred, opts["ceremony"].as_str().unwrap())
+        .await;
+    reply.ok_json();
+    // The invite used on B is gone on A.
+    let r = a
+        .post(
+            "/.tapgate/api/register/options",
+            &json!({ "invite": invite }),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}: {}", r.status, r.text());
+
+    // Login begun on B finishes on A.
+    let opts = b.login_options(&json!({})).await;
+    let cred = key
+        .get(&public, &opts["publicKey"], &ClientData::default())
+        .await;
+    let reply = a
+        .login_verify(&cred, opts["ceremony"].as_str().unwrap())
+        .await;
+    reply.ok_json();
+    let s1 = Session {
+        token: reply.cookie("tapgate_session").unwrap(),
+        body: reply.json(),
+        cookie_name: "tapgate_session".into(),
+    };
+    for _ in 0..4 {
+        assert_eq!(rr.pick().get_as("/app", &s1).await.status, 200);
+    }
+
+    // 20 concurrent replays of one login, round-robin: exactly one wins.
+    let opts = rr.pick().login_options(&json!({})).await;
+    let cred = key
+        .get(&public, &opts["publicKey"], &ClientData::default())
+        .await;
+    let ceremony = opts["ceremony"].as_str().unwrap().to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let g = rr.gates[i % 2].clone();
+        let (cred, ceremony) = (cred.clone(), ceremony.clone());
+        tasks.spawn(async move { g.login_verify(&cred, &ceremony).await });
+    }
+    let mut statuses = Vec::new();
+    let mut s2 = None;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        if r.status == 200 {
+            s2 = Some(Session {
+                token: r.cookie("tapgate_session").unwrap(),
+                body: r.json(),
+                cookie_name: "tapgate_session".into(),
+            });
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || (400..500).contains(s)),
+        "{statuses:?}"
+    );
+    let s2 = s2.unwrap();
+
+    // Sign out everywhere on A: B refuses the session within 2 s.
+    let started = Instant::now();
+    a.post_as("/.tapgate/api/account/sessions/revoke", &json!({}), &s1)
+        .await
+        .ok_json();
+    let answered = started.elapsed();
+    loop {
+        let r = b.get_as("/app", &s2).await;
+        if r.status == 401 {
+            r.assert_error(401, "session-revoked");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still accepted on B after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "revocation propagation across processes: refused on B {took:?} after the request to A began ({:?} after A answered)",
+        took - answered
+    );
+    assert!(took < Duration::from_secs(2));
+
+    // A fresh session for the outage.
+    let s3 = rr.pick().login(&mut key).await;
+
+    // Database outage: signed-in traffic goes on, ceremonies get 503.
+    let port = relay.cut().await;
+    let cut_at = Instant::now();
+    let mut served = 0;
+    while cut_at.elapsed() < Duration::from_secs(3) {
+        for g in &rr.gates {
+            let r = g.get_as("/app", &s3).await;
+            assert_eq!(
+                r.status,
+                200,
+                "signed-in request during the outage: {}",
+                r.text()
+            );
+            served += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for g in &rr.gates {
+        let opts = g.login_options(&json!({})).await;
+        let cred = key
+            .get(&public, &opts["publicKey"], &ClientData::default())
+            .await;
+        let asked = Instant::now();
+        g.login_verify(&cred, opts["ceremony"].as_str().unwrap())
+            .await
+            .assert_error(503, "store-unavailable");
+        println!("outage: login refused with 503 in {:?}", asked.elapsed());
+    }
+    for g in &rr.gates {
+        assert_eq!(g.get_as("/app", &s3).await.status, 200);
+    }
+    println!("outage: {served} signed-in requests served, all 200");
+
+    // Restored: ceremonies work again on both, no restart.
+    let relay = Relay::start(port, target).await;
+    let restored = Instant::now();
+    for g in &rr.gates {
+        loop {
+            let opts = g.login_options(&json!({})).await;
+            let cred = key
+                .get(&public, &opts["publicKey"], &ClientData::default())
+                .await;
+            let r = g
+                .login_verify(&cred, opts["ceremony"].as_str().unwrap())
+                .await;
+            if r.status == 200 {
+                break;
+            }
+            r.assert_error(503, "store-unavailable");
+            assert!(
+                restored.elapsed() < Duration::from_secs(15),
+                "no recovery within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "recovered: both instances sign in {:?} after the database returned",
+        restored.elapsed()
+    );
+    assert_eq!(b.get_as("/app", &s3).await.status, 200);
+    drop((ia, ib));
+    relay.cut().await;
+}
