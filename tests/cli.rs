@@ -1138,10 +1138,13 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         assert_eq!(snap["revocations"].as_array().unwrap().len(), 2);
         assert_eq!(snap["users"][0]["epoch"], 1);
 
-        ok(
-            admin_with_stdin(d, &pg, &["import"], &from_lite),
-            "import pg",
-        );
+        let imported = admin_with_stdin(d, &pg, &["import"], &from_lite);
+        let audit = cli_audit(&imported);
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert_eq!(audit[0]["event"], "state_imported");
+        assert_eq!(audit[0]["outcome"], "success");
+        assert_eq!(audit[0]["actor"], "cli");
+        ok(imported, "import pg");
         let from_pg = ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg");
         assert_eq!(
             String::from_utf8_lossy(&from_pg),
@@ -1161,6 +1164,7 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         let refused = admin_with_stdin(d, &pg, &["import"], &from_lite);
         assert_eq!(refused.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+        assert_eq!(cli_audit(&refused)[0]["outcome"], "failure");
         // Not a state export: exit 2.
         let bad = admin_with_stdin(d, &pg, &["import", "--force"], b"{\"users\": []}");
         assert_eq!(bad.status.code(), Some(2));

@@ -315,11 +315,11 @@ async fn dispatch(ctx: &Ctx, cmd: AdminCommand) -> Result<(), Failure> {
         AdminCommand::Keys { command } => keys(ctx, command).await,
         AdminCommand::Invites { command } => invites(ctx, command).await,
         AdminCommand::Invite(c) => create_invite(ctx, c).await,
-        AdminCommand::Export => super::export::export(&ctx.store)
+        AdminCommand::Export => super::export::export(&ctx.store, &ctx.audit)
             .await
             .map_err(Failure::Run),
         AdminCommand::Import { force } => {
-            let done = super::export::import(&ctx.store, force)
+            let done = super::export::import(&ctx.store, &ctx.audit, force)
                 .await
                 .map_err(|(usage, m)| {
                     if usage {
