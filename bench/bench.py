@@ -844,7 +844,9 @@ def machine_info(env):
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
     commit = first(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = bool(first(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"]))
+    # Dirty = tapgate's own code differs from the commit (bench/ and docs/ do not count).
+    changed = (first(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"]) or "").splitlines()
+    dirty = any(not line[3:].startswith(("bench/", "docs/")) for line in changed)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(), "kernel": platform.release(), "cpu": cpu, "cpus": NCPU,
