@@ -323,19 +323,55 @@ pub fn router(app: Arc<App>) -> Router {
         // Demo: serve only under the public host name (WebAuthn needs it).
         .layer(middleware::from_fn_with_state(app.clone(), canonical_host))
         // Outermost: request id, error rendering (JSON or page), access log.
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(app.clone(), request_context))
         .with_state(app)
 }
 
-async fn request_context(mut req: Request, next: Next) -> Response {
+/// Refusals made before a tapgate handler runs (body reader, size limit,
+/// same-origin check): the handlers audit everything after that point, so
+/// these are audited here, or a hostile request would leave no trace.
+const REFUSED_BEFORE_HANDLER: &[&str] = &[
+    "invalid-json",
+    "invalid-request",
+    "json-content-type-required",
+    "body-too-large",
+    "cross-origin-request",
+];
+
+async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let id = next_request_id();
     let wants_html = gate::is_navigation(req.method(), req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let start = Instant::now();
+    let own_write = method == Method::POST && path.starts_with("/.tapgate/");
+    let client = own_write.then(|| {
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let ua = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect::<String>());
+        (ip, ua)
+    });
     req.extensions_mut().insert(RequestCtx { id: id.clone() });
     let mut response = next.run(req).await;
     if let Some(err) = response.extensions_mut().remove::<HttpError>() {
+        if let Some((ip, user_agent)) = client
+            && REFUSED_BEFORE_HANDLER.contains(&err.code)
+        {
+            let mut ev =
+                crate::audit::AuditEvent::new("request_refused", crate::audit::Outcome::Failure);
+            ev.reason = Some(err.code.to_owned());
+            ev.route = Some(path.clone());
+            ev.ip = ip;
+            ev.user_agent = user_agent;
+            ev.request_id = Some(id.clone());
+            app.audit.record(ev);
+        }
         let level_detail = err.internal.as_deref().unwrap_or("");
         match err.fault {
             crate::error::Fault::Client => {

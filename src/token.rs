@@ -184,10 +184,10 @@ impl KeyRing {
                 _ => TokenError::Invalid,
             })?;
         let claims = data.claims;
-        if claims.exp() + LEEWAY_SECS <= now {
+        if claims.exp().saturating_add(LEEWAY_SECS) <= now {
             return Err(TokenError::Expired);
         }
-        if claims.iat() > now + LEEWAY_SECS {
+        if claims.iat() > now.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::NotYetValid);
         }
         Ok(claims)
@@ -525,7 +525,7 @@ impl SessionCache {
         let digest = crate::crypto::sha256(token.as_bytes());
         let shard = &self.shards[usize::from(digest[0]) % Self::SHARDS];
         if let Some(hit) = shard.read().unwrap_or_else(|e| e.into_inner()).get(&digest)
-            && hit.claims.exp + LEEWAY_SECS > now
+            && hit.claims.exp.saturating_add(LEEWAY_SECS) > now
         {
             return Ok(hit.clone());
         }
@@ -539,7 +539,7 @@ impl SessionCache {
         });
         let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.max_per_shard {
-            map.retain(|_, s| s.claims.exp + LEEWAY_SECS > now);
+            map.retain(|_, s| s.claims.exp.saturating_add(LEEWAY_SECS) > now);
             if map.len() >= self.max_per_shard {
                 // Still full of live sessions: start over rather than grow
                 // without bound; evicted sessions just verify again.
