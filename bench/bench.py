@@ -845,7 +845,8 @@ def machine_info(env):
         mem_kib = int(f.readline().split()[1])
     commit = first(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
     # Dirty = tapgate's own code differs from the commit (bench/ and docs/ do not count).
-    changed = (first(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"]) or "").splitlines()
+    changed = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True).stdout.splitlines()
     dirty = any(not line[3:].startswith(("bench/", "docs/")) for line in changed)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
