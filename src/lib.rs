@@ -23,6 +23,7 @@ pub mod login;
 pub mod model;
 pub mod pages;
 pub mod policy;
+pub mod ratelimit;
 pub mod revocation;
 pub mod server;
 pub mod store;

@@ -40,6 +40,8 @@ pub struct App {
     pub identity: Identity,
     pub rp: tapgate_webauthn::RelyingParty,
     pub cookie_name: &'static str,
+    /// Ceremony rate limits, per client address and per account.
+    pub limits: crate::ratelimit::Limits,
 }
 
 /// Per-request context, the only state shared across layers.
@@ -167,6 +169,7 @@ impl App {
             sessions: SessionCache::default(),
             store,
             audit: Audit::new(instance_id()),
+            limits: crate::ratelimit::Limits::new(&config.limits),
             upstream,
             rp,
             config,
@@ -258,12 +261,20 @@ pub fn next_request_id() -> String {
 pub fn router(app: Arc<App>) -> Router {
     use crate::admin::api as admin;
     use crate::login::account;
-    let api = Router::new()
+    let ceremonies = Router::new()
         // New user from an invite, or another key for an existing one.
         .route("/register/options", post(login::register_options_any))
         .route("/register/verify", post(login::register_verify_any))
         .route("/login/options", post(login::login_options))
         .route("/login/verify", post(login::login_verify))
+        // Before the body is read: counted per client address (429);
+        // oversized headers (431) or declared body (413) refused.
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::ratelimit::ceremony_guard,
+        ));
+    let api = Router::new()
+        .merge(ceremonies)
         .route("/me", get(login::me))
         // The signed-in user's own keys.
         .route("/account", get(account::account))
@@ -335,6 +346,7 @@ const REFUSED_BEFORE_HANDLER: &[&str] = &[
     "invalid-request",
     "json-content-type-required",
     "body-too-large",
+    "headers-too-large",
     "cross-origin-request",
 ];
 

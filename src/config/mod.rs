@@ -7,6 +7,7 @@ pub mod raw;
 
 use crate::model::{Email, Role};
 use crate::policy::{Allow, HostPattern, Methods, PathPattern, Policy, Rule, Strength};
+pub use crate::ratelimit::{LimitsConfig, Rate};
 use raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,8 @@ pub struct Config {
     /// Declared roles (`roles = [...]`), if any.
     pub roles: Option<Vec<Role>>,
     pub trust: TrustConfig,
+    /// Rate limits on the ceremony endpoints (`[limits]`).
+    pub limits: LimitsConfig,
     /// Things worth saying that do not stop the start (unknown TAPGATE_
     /// variables, undeclared roles).
     pub warnings: Vec<Problem>,
@@ -398,6 +401,7 @@ impl Config {
                 .collect::<Vec<Role>>()
         });
         let trust = trust_config(&raw.trust, &mut p);
+        let limits = limits_config(&raw.limits, &mut p);
         let mut routes = Vec::new();
         for (i, r) in raw.route.iter().enumerate() {
             if let Some(rule) = route(i, r, roles.as_deref(), &mut p) {
@@ -448,6 +452,7 @@ impl Config {
             routes,
             roles,
             trust,
+            limits,
             warnings,
             canonical_host_redirect: mode == Mode::Demo,
         })
@@ -691,6 +696,81 @@ fn trust_config(t: &raw::RawTrust, p: &mut impl FnMut(&str, String)) -> TrustCon
     }
 }
 
+fn limits_config(l: &raw::RawLimits, p: &mut impl FnMut(&str, String)) -> LimitsConfig {
+    let d = LimitsConfig::default();
+    let mut int = |key: &str, v: Option<i64>, default: u64, range: (u64, u64), hint: &str| match v {
+        None => default,
+        Some(n) if n >= 0 && (range.0..=range.1).contains(&n.unsigned_abs()) => n.unsigned_abs(),
+        Some(n) => {
+            p(
+                key,
+                format!(
+                    "{n} is out of range: use {} to {} ({hint})",
+                    range.0, range.1
+                ),
+            );
+            default
+        }
+    };
+    let rate = |per_minute: u64, burst: u64| Rate {
+        per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
+        burst: u32::try_from(burst).unwrap_or(u32::MAX),
+    };
+    let per_ip = rate(
+        int(
+            "limits.ip_per_minute",
+            l.ip_per_minute,
+            d.per_ip.per_minute.into(),
+            (1, 1_000_000),
+            "ceremony requests a minute from one address",
+        ),
+        int(
+            "limits.ip_burst",
+            l.ip_burst,
+            d.per_ip.burst.into(),
+            (1, 100_000),
+            "requests at once from one address",
+        ),
+    );
+    let per_account = rate(
+        int(
+            "limits.account_per_minute",
+            l.account_per_minute,
+            d.per_account.per_minute.into(),
+            (1, 1_000_000),
+            "ceremony requests a minute naming one account",
+        ),
+        int(
+            "limits.account_burst",
+            l.account_burst,
+            d.per_account.burst.into(),
+            (1, 100_000),
+            "requests at once naming one account",
+        ),
+    );
+    let max_tracked = int(
+        "limits.max_tracked",
+        l.max_tracked,
+        d.max_tracked as u64,
+        (1_000, 10_000_000),
+        "addresses and accounts remembered per limit",
+    );
+    let trusted_proxies = int(
+        "limits.trusted_proxies",
+        l.trusted_proxies,
+        0,
+        (0, 10),
+        "proxies in front of tapgate that append to X-Forwarded-For",
+    );
+    LimitsConfig {
+        enabled: l.enabled.unwrap_or(d.enabled),
+        per_ip,
+        per_account,
+        max_tracked: usize::try_from(max_tracked).unwrap_or(d.max_tracked),
+        trusted_proxies: usize::try_from(trusted_proxies).unwrap_or(0),
+    }
+}
+
 fn duration(
     p: &mut impl FnMut(&str, String),
     key: &str,
@@ -876,6 +956,82 @@ allow_roles = ["Bad Role"]
     fn ip_addresses_cannot_be_relying_parties() {
         let keys = problems(Mode::Demo, "public_url = \"https://10.0.0.1\"\n", &[]);
         assert!(keys.contains(&"public_url".to_string()));
+    }
+
+    #[test]
+    fn limits_default_to_on_and_every_key_can_be_set_from_the_environment() {
+        let c = Config::from_sources(Mode::Demo, None, &[]).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert!(c.limits.enabled);
+        assert_eq!(
+            c.limits.per_ip,
+            Rate {
+                per_minute: 60,
+                burst: 20
+            }
+        );
+        assert_eq!(
+            c.limits.per_account,
+            Rate {
+                per_minute: 10,
+                burst: 10
+            }
+        );
+        assert_eq!(c.limits.trusted_proxies, 0);
+        let c = Config::from_sources(
+            Mode::Demo,
+            Some("[limits]\nip_per_minute = 5\n"),
+            &env(&[
+                ("TAPGATE_LIMITS__ENABLED", "false"),
+                ("TAPGATE_LIMITS__IP_BURST", "3"),
+                ("TAPGATE_LIMITS__ACCOUNT_PER_MINUTE", "2"),
+                ("TAPGATE_LIMITS__ACCOUNT_BURST", "4"),
+                ("TAPGATE_LIMITS__MAX_TRACKED", "5000"),
+                ("TAPGATE_LIMITS__TRUSTED_PROXIES", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                enabled: false,
+                per_ip: Rate {
+                    per_minute: 5,
+                    burst: 3
+                },
+                per_account: Rate {
+                    per_minute: 2,
+                    burst: 4
+                },
+                max_tracked: 5000,
+                trusted_proxies: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn limits_out_of_range_are_reported_with_their_key() {
+        let keys = problems(
+            Mode::Demo,
+            "[limits]\nip_per_minute = 0\nip_burst = -1\naccount_per_minute = 99999999999\naccount_burst = 0\nmax_tracked = 10\ntrusted_proxies = 11\n",
+            &[],
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "limits.ip_per_minute",
+                "limits.ip_burst",
+                "limits.account_per_minute",
+                "limits.account_burst",
+                "limits.max_tracked",
+                "limits.trusted_proxies",
+            ]
+        );
+        assert_eq!(
+            problems(Mode::Demo, "[limits]\nper_ip = 3\n", &[]),
+            vec!["(file)"]
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub trust: RawTrust,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub route: Vec<RawRoute>,
 }
 
@@ -47,6 +49,21 @@ pub struct RawTrust {
     pub credentials: Option<String>,
     /// Global: may synced (backup-eligible) passkeys be registered/used?
     pub allow_synced: Option<bool>,
+}
+
+/// Rate limits on the ceremony endpoints. Integers are read as `i64` so
+/// that a negative or huge value is reported with its key path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub enabled: Option<bool>,
+    pub ip_per_minute: Option<i64>,
+    pub ip_burst: Option<i64>,
+    pub account_per_minute: Option<i64>,
+    pub account_burst: Option<i64>,
+    pub max_tracked: Option<i64>,
+    /// Proxies in front of tapgate that append to `X-Forwarded-For`.
+    pub trusted_proxies: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,4 +177,11 @@ pub const ENV_KEYS: &[&str] = &[
     "trust.allowed_aaguids",
     "trust.credentials",
     "trust.allow_synced",
+    "limits.enabled",
+    "limits.ip_per_minute",
+    "limits.ip_burst",
+    "limits.account_per_minute",
+    "limits.account_burst",
+    "limits.max_tracked",
+    "limits.trusted_proxies",
 ];

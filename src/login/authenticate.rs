@@ -8,6 +8,7 @@ use super::{
 use crate::audit::Outcome;
 use crate::error::HttpError;
 use crate::model::{AuthnFacts, CredentialId, Email, Principal, Subject};
+use crate::ratelimit::Account;
 use crate::server::{App, RequestCtx, now_unix};
 use crate::token::{CeremonyKind, CeremonyState};
 use axum::Extension;
@@ -27,12 +28,28 @@ pub struct LoginOptionsRequest {
 
 pub async fn login_options(
     State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(ctx): Extension<RequestCtx>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginOptionsRequest>,
 ) -> Result<Response, HttpError> {
     let now = now_unix();
     let mut allow = Vec::new();
     if let Some(email) = body.email.as_deref().filter(|e| !e.trim().is_empty()) {
         let email = Email::parse(email).map_err(|m| HttpError::bad_request("email-invalid", m))?;
+        // Counted whether or not the email is registered: a refusal must
+        // not tell the two apart either.
+        super::limit_options(&app, Account::Email(&email.0), || {
+            let mut ev = super::rate_limited_event(
+                &app,
+                &ctx,
+                &headers,
+                client,
+                "/.tapgate/api/login/options",
+            );
+            ev.email = Some(email.to_string());
+            ev
+        })?;
         // An unknown email gets the same answer shape as a known one (no
         // allowCredentials): the response must not reveal who is registered.
         if let Some(user) = app.store.user_by_email(&email).await? {
@@ -91,6 +108,18 @@ async fn login(
     now: u64,
     ev: &mut crate::audit::AuditEvent,
 ) -> Result<Response, HttpError> {
+    // The key it presents names the account; counted before the challenge
+    // is burnt or the store asked. (A malformed id is refused below, in
+    // its usual place.)
+    if let Ok(id) = body.credential.credential_id() {
+        app.limits
+            .check_account(Account::Credential(&id))
+            .map_err(|refused| {
+                ev.credential = Some(CredentialId(id.clone()).digest());
+                ev.detail = Some(refused.detail().to_owned());
+                refused.error()
+            })?;
+    }
     let (state, challenge) = take_ceremony(
         app,
         headers,

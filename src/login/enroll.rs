@@ -21,6 +21,7 @@ use super::{
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::HttpError;
 use crate::model::{AuthnFacts, CredentialId, Principal};
+use crate::ratelimit::Account;
 use crate::server::{App, RequestCtx, now_unix};
 use crate::store::{InviteRecord, StoreError, UserKeys};
 use crate::token::{CeremonyKind, CeremonyState};
@@ -37,6 +38,8 @@ use std::sync::Arc;
 /// adding a key is handled here; a new-user invite by `register.rs`.
 pub async fn register_options_any(
     State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(ctx): Extension<RequestCtx>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, HttpError> {
@@ -45,9 +48,17 @@ pub async fn register_options_any(
         .get("invite")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty() && t.len() <= 256);
+    let route = "/.tapgate/api/register/options";
     match invite {
         Some(token) => {
             let hash = crate::crypto::sha256_hex(token.as_bytes());
+            // New user or recovery: the invite is the account. Counted
+            // before the store says whether it exists.
+            super::limit_options(&app, Account::Invite(&hash), || {
+                let mut ev = super::rate_limited_event(&app, &ctx, &headers, client, route);
+                ev.target = Some(format!("invite {}", crate::admin::short_id(&hash)));
+                ev
+            })?;
             if let Some(invite) = app.store.invite(&hash, now).await?
                 && invite.subject.is_some()
             {
@@ -58,6 +69,15 @@ pub async fn register_options_any(
             // A token was presented (good or not): this is about adding a
             // key, and a refused session gets its own 401 reason.
             let p = crate::gate::presented(&app, &headers, now);
+            if let Some(session) = &p.session {
+                let subject = &session.principal.subject;
+                super::limit_options(&app, Account::Subject(subject.as_str()), || {
+                    let mut ev = super::rate_limited_event(&app, &ctx, &headers, client, route);
+                    ev.subject = Some(subject.to_string());
+                    ev.email = Some(session.principal.email.to_string());
+                    ev
+                })?;
+            }
             if p.session.is_some() || p.rejected.is_some() {
                 return session_options(&app, &headers, now).await;
             }
@@ -89,9 +109,27 @@ pub async fn register_verify_any(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .or_else(|| crate::gate::session_cookie(&headers, super::CEREMONY_COOKIE));
-    let ours = sealed
-        .and_then(|s| app.keys.open_ceremony(s, now).ok())
+    let peeked = sealed.and_then(|s| app.keys.open_ceremony(s, now).ok());
+    let ours = peeked
+        .as_ref()
         .is_some_and(|state| state.kind == CeremonyKind::AddKey);
+    // The ceremony names the account (its invite, else its user); counted
+    // before the challenge is burnt.
+    if let Some(state) = &peeked {
+        let account = match (&state.invite, &state.sub) {
+            (Some(hash), _) => Some(Account::Invite(hash)),
+            (None, Some(sub)) => Some(Account::Subject(sub.as_str())),
+            (None, None) => None,
+        };
+        if let Some(Err(refused)) = account.map(|a| app.limits.check_account(a)) {
+            let name = if ours { "key_added" } else { "registration" };
+            let mut ev = event(name, Outcome::Failure, &ctx, &headers, client);
+            ev.subject = state.sub.as_ref().map(ToString::to_string);
+            ev.email = state.email.as_ref().map(ToString::to_string);
+            ev.detail = Some(refused.detail().to_owned());
+            return super::audited(&app, ev, Err(refused.error()));
+        }
+    }
     if ours {
         let body: AddKeyVerify = serde_json::from_value(body).map_err(|e| {
             HttpError::bad_request(

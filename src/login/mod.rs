@@ -368,6 +368,43 @@ fn event(
     ev
 }
 
+/// The audit event of a request refused by a per-account limit that has no
+/// ceremony event of its own (the `options` endpoints); its `ip` is the
+/// client address the limits use.
+fn rate_limited_event(
+    app: &App,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    client: std::net::SocketAddr,
+    route: &str,
+) -> AuditEvent {
+    let mut ev = event("rate_limited", Outcome::Failure, ctx, headers, client);
+    ev.ip = Some(app.limits.client_ip(headers, client.ip()).to_string());
+    ev.route = Some(route.to_owned());
+    ev
+}
+
+/// Count an `options` request against the account it names before the
+/// store is asked anything. A refusal is 429 `rate-limited`; the first
+/// refusal of a run is audited as `rate_limited` (the event `describe`
+/// fills in), later ones are not, so a flood is not a flood of audit lines.
+fn limit_options(
+    app: &App,
+    account: crate::ratelimit::Account<'_>,
+    describe: impl FnOnce() -> AuditEvent,
+) -> Result<(), HttpError> {
+    app.limits.check_account(account).map_err(|refused| {
+        let err = refused.error();
+        if refused.first {
+            let mut ev = describe();
+            ev.reason = Some(err.code.to_owned());
+            ev.detail = Some(refused.detail().to_owned());
+            app.audit.record(ev);
+        }
+        err
+    })
+}
+
 /// Record a ceremony's outcome (success, or the failure's reason code) and
 /// pass the result on.
 fn audited<T>(app: &App, mut ev: AuditEvent, result: Result<T, HttpError>) -> Result<T, HttpError> {

@@ -648,10 +648,37 @@ impl TestGate {
             Gate::new(addr)
         };
         let store: DynStore = Arc::new(SqliteStore::memory().await.expect("in-memory store"));
-        let env: Vec<(String, String)> = env
+        TestGate::start_on_store(listener, gate, store, extra_toml, env).await
+    }
+
+    /// Like [`TestGate::start_with`], on a store the test made (a SQLite
+    /// file it can also read directly, say).
+    pub async fn start_on(store: DynStore, extra_toml: &str, env: &[(&str, &str)]) -> TestGate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tapgate");
+        let addr = listener.local_addr().expect("tapgate address");
+        TestGate::start_on_store(listener, Gate::new(addr), store, extra_toml, env).await
+    }
+
+    async fn start_on_store(
+        listener: tokio::net::TcpListener,
+        gate: Gate,
+        store: DynStore,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> TestGate {
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // The suites make many ceremonies from 127.0.0.1 in a few seconds:
+        // rate limits are off unless a test names them (tests/abuse.rs).
+        if !extra_toml.contains("[limits]")
+            && !env.iter().any(|(k, _)| k.starts_with("TAPGATE_LIMITS__"))
+        {
+            env.push(("TAPGATE_LIMITS__ENABLED".into(), "false".into()));
+        }
         let shared = Shared {
             extra_toml: extra_toml.to_owned(),
             env,
