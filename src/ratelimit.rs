@@ -123,8 +123,6 @@ impl Refused {
 pub enum Account<'a> {
     /// Sign-in options for an email (normalised by `Email::parse`).
     Email(&'a str),
-    /// Sign-in answer: the credential id it presents.
-    Credential(&'a [u8]),
     /// Registration or recovery: the invite's hash.
     Invite(&'a str),
     /// Adding a key while signed in: the user.
@@ -137,7 +135,6 @@ impl Account<'_> {
     fn key(&self) -> [u8; 16] {
         let (kind, value): (&[u8], &[u8]) = match self {
             Account::Email(e) => (b"email", e.as_bytes()),
-            Account::Credential(c) => (b"credential", c),
             Account::Invite(h) => (b"invite", h.as_bytes()),
             Account::Subject(s) => (b"subject", s.as_bytes()),
         };

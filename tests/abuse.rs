@@ -274,31 +274,48 @@ async fn an_invite_is_limited_whoever_presents_it_and_its_registration_is_audite
 }
 
 #[tokio::test]
-async fn a_key_is_limited_at_sign_in_and_a_refusal_does_not_burn_the_challenge() {
-    // One a second per account, two at once.
-    let gate = TestGate::start_with(&limits(PLENTY, (60, 2)), &[]).await;
-    let (mut key, _) = gate.user("fay@example.com", &["member"]).await;
-    gate.app.audit.capture();
-    gate.login(&mut key).await;
-    gate.login(&mut key).await;
-    let opts = gate.login_options(&json!({})).await;
-    let cred = key
-        .get(&gate.origin, &opts["publicKey"], &ClientData::default())
+async fn nobody_can_lock_a_key_owner_out_by_spending_a_per_account_budget() {
+    let gate = TestGate::start_with(&limits(PLENTY, (1, 2)), &[]).await;
+    let (mut fay, _) = gate.user("fay@example.com", &["member"]).await;
+    let (mut mallory, _) = gate.user("mallory@example.com", &["member"]).await;
+    // Sign-in by email tells anyone the ids of Fay's keys …
+    let listed = gate
+        .login_options(&json!({ "email": "fay@example.com" }))
         .await;
-    let ceremony = opts["ceremony"].as_str().unwrap();
-    let refused = gate.login_verify(&cred, ceremony).await;
-    let wait = assert_limited(&refused);
-    let rid = request_id(&refused);
-    let ev = events(&gate, "login")
-        .into_iter()
-        .find(|e| e.request_id.as_deref() == Some(rid.as_str()))
-        .expect("the refused sign-in is audited");
-    assert_eq!(ev.reason.as_deref(), Some("rate-limited"));
-    assert!(ev.credential.is_some(), "{ev:?}");
-    // The same answer, once the wait is over, still signs in: the refusal
-    // came before the challenge was burnt.
-    tokio::time::sleep(Duration::from_millis(wait * 1000 + 50)).await;
-    gate.login_verify(&cred, ceremony).await.ok_json();
+    let fay_id = listed["publicKey"]["allowCredentials"][0]["id"]
+        .as_str()
+        .expect("Fay's key id")
+        .to_owned();
+    // … and spends her email's budget.
+    gate.login_options(&json!({ "email": "fay@example.com" }))
+        .await;
+    let by_email = gate
+        .post(LOGIN_OPTIONS, &json!({ "email": "fay@example.com" }))
+        .await;
+    assert_limited(&by_email);
+    assert!(
+        by_email.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("without entering your email"),
+        "{}",
+        by_email.text()
+    );
+    // Mallory sends answers naming Fay's key, far past any account budget.
+    for _ in 0..6 {
+        let opts = gate.login_options(&json!({})).await;
+        let mut forged = mallory
+            .get(&gate.origin, &opts["publicKey"], &ClientData::default())
+            .await;
+        forged["id"] = json!(fay_id);
+        forged["rawId"] = json!(fay_id);
+        let r = gate
+            .login_verify(&forged, opts["ceremony"].as_str().unwrap())
+            .await;
+        assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    }
+    // Fay still signs in with her passkey (no email named).
+    gate.login(&mut fay).await;
 }
 
 #[tokio::test]

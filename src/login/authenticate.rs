@@ -39,6 +39,8 @@ pub async fn login_options(
         let email = Email::parse(email).map_err(|m| HttpError::bad_request("email-invalid", m))?;
         // Counted whether or not the email is registered: a refusal must
         // not tell the two apart either.
+        // Someone else can spend an email's budget, so the refusal points
+        // to the way in that names no email.
         super::limit_options(&app, Account::Email(&email.0), || {
             let mut ev = super::rate_limited_event(
                 &app,
@@ -49,6 +51,11 @@ pub async fn login_options(
             );
             ev.email = Some(email.to_string());
             ev
+        })
+        .map_err(|mut e| {
+            e.message
+                .push_str(" You can also sign in without entering your email: your passkey knows who you are.");
+            e
         })?;
         // An unknown email gets the same answer shape as a known one (no
         // allowCredentials): the response must not reveal who is registered.
@@ -108,18 +115,10 @@ async fn login(
     now: u64,
     ev: &mut crate::audit::AuditEvent,
 ) -> Result<Response, HttpError> {
-    // The key it presents names the account; counted before the challenge
-    // is burnt or the store asked. (A malformed id is refused below, in
-    // its usual place.)
-    if let Ok(id) = body.credential.credential_id() {
-        app.limits
-            .check_account(Account::Credential(&id))
-            .map_err(|refused| {
-                ev.credential = Some(CredentialId(id.clone()).digest());
-                ev.detail = Some(refused.detail().to_owned());
-                refused.error()
-            })?;
-    }
+    // Not counted per account: a signature cannot be guessed, and the key's
+    // id is no secret (sign-in by email lists it), so a per-key budget
+    // would let anyone lock the key's owner out. The per-address limit
+    // bounds what one client can make this cost.
     let (state, challenge) = take_ceremony(
         app,
         headers,
