@@ -68,6 +68,11 @@ async fn start(
             source,
         })?;
     let app = App::with_parts(config, key, store)?;
+    // Answer nothing before the revocation feed has been read once: a new
+    // process (a restart, another instance) would otherwise accept, for
+    // its first moments, every session revoked within the last session
+    // lifetime. The listener is bound, so early clients wait in its queue.
+    app.refresh_revocations().await?;
     if let Some(l) = echo_listener {
         let echo = crate::echo::router(app.clone());
         tokio::spawn(async move {

@@ -46,9 +46,24 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
             }
+            // The SQLite file is locked by another writer (a backup, an
+            // operator's open transaction) beyond the busy timeout: as
+            // unavailable as a database server that is down.
+            sqlx::Error::Database(db) if sqlite_busy(db.as_ref()) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Other(e.to_string()),
         }
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), in any of their extended forms
+/// (the primary code is the low byte).
+fn sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(|e| sqlx::error::DatabaseError::code(e))
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
