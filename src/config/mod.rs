@@ -166,6 +166,13 @@ impl Config {
             .iter()
             .find(|(k, _)| k == "PORT")
             .map(|(_, v)| v.as_str());
+        // On Cloud Run (which sets K_SERVICE) every request comes through
+        // its front end: without this, all clients would share the front
+        // end's address and one rate-limit budget.
+        let mut raw = raw;
+        if raw.limits.trusted_proxies.is_none() && env.iter().any(|(k, _)| k == "K_SERVICE") {
+            raw.limits.trusted_proxies = Some(1);
+        }
         let mut config = Config::from_raw(mode, raw, port, problems)?;
         warnings.append(&mut config.warnings);
         config.warnings = warnings;
@@ -1008,6 +1015,16 @@ allow_roles = ["Bad Role"]
                 trusted_proxies: 1,
             }
         );
+    }
+
+    #[test]
+    fn on_cloud_run_the_front_end_is_a_trusted_proxy_unless_configured() {
+        let on_run = env(&[("K_SERVICE", "app")]);
+        let c = Config::from_sources(Mode::Demo, None, &on_run).unwrap();
+        assert_eq!(c.limits.trusted_proxies, 1);
+        let c = Config::from_sources(Mode::Demo, Some("[limits]\ntrusted_proxies = 0\n"), &on_run)
+            .unwrap();
+        assert_eq!(c.limits.trusted_proxies, 0);
     }
 
     #[test]
