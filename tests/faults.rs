@@ -65,6 +65,7 @@ struct Serve {
     starts: u32,
     /// `TAPGATE_…` overrides for every start.
     env: Vec<(String, String)>,
+    store_url: String,
 }
 
 impl Drop for Serve {
@@ -75,6 +76,11 @@ impl Drop for Serve {
 
 impl Serve {
     fn new(dir: &Path, upstream: &str) -> Serve {
+        let db = format!("sqlite://{}", dir.join("tapgate.db").display());
+        Serve::with_store(dir, upstream, &db)
+    }
+
+    fn with_store(dir: &Path, upstream: &str, store_url: &str) -> Serve {
         let key = Command::new(BIN).arg("keygen").output().expect("keygen");
         assert!(key.status.success(), "{key:?}");
         std::fs::write(dir.join("signing-key.pem"), &key.stdout).expect("write the key");
@@ -84,12 +90,11 @@ impl Serve {
             &config,
             format!(
                 "public_url = \"http://localhost:{port}\"\nupstream = \"{upstream}\"\n\
-                 [store]\nurl = \"sqlite://{db}\"\n\
+                 [store]\nurl = \"{store_url}\"\n\
                  [keys]\nsigning_key_file = \"{key}\"\n\
                  # Many ceremonies from 127.0.0.1 in seconds: the rate\n\
                  # limits have their own tests (tests/abuse.rs).\n\
                  [limits]\nenabled = false\n",
-                db = dir.join("tapgate.db").display(),
                 key = dir.join("signing-key.pem").display(),
             ),
         )
@@ -102,6 +107,7 @@ impl Serve {
             child: None,
             starts: 0,
             env: Vec::new(),
+            store_url: store_url.to_owned(),
         }
     }
 
@@ -166,8 +172,16 @@ impl Serve {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    fn backend(&self) -> &'static str {
+        if self.store_url.starts_with("sqlite:") {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
+    }
+
     fn db_url(&self) -> String {
-        format!("sqlite://{}", self.dir.join("tapgate.db").display())
+        self.store_url.clone()
     }
 
     /// A fresh client (no pooled connections from an earlier process).
@@ -555,10 +569,17 @@ async fn client(gate: Gate, admin: String, name: String) -> (Vec<Story>, Option<
     unreachable!("the loop only ends by returning")
 }
 
-/// The database file as the crash left it, read through the store's own
-/// export (one read transaction) and checked by SQLite itself.
+/// The database as the crash left it, read through the store's own
+/// export (one read transaction); a SQLite file is first checked by SQLite
+/// itself.
 async fn inspect(url: &str) -> tapgate::store::Snapshot {
     use sqlx::Connection;
+    if !url.starts_with("sqlite:") {
+        let store = tapgate::store::PgStore::open(url)
+            .await
+            .expect("open the store");
+        return store.export().await.expect("export");
+    }
     let mut conn = sqlx::SqliteConnection::connect(url)
         .await
         .expect("open the database file");
@@ -813,14 +834,73 @@ async fn first_answer(gate: &Gate, token: &str) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_7_kill_9_during_writes_leaves_no_half_record_and_loses_no_acknowledged_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = Upstream::start().await;
+    kill_9_rounds(Serve::new(dir.path(), &upstream.url())).await;
+}
+
+/// The same on PostgreSQL (a schema of its own; the server is never
+/// stopped, only tapgate). Skips without PostgreSQL unless
+/// `TAPGATE_REQUIRE_POSTGRES=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_7_kill_9_during_writes_on_postgresql() {
+    use sqlx::Connection;
+    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut admin = match tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect(&base),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL at {base} is required but unreachable")
+        }
+        _ => {
+            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
+            return;
+        }
+    };
+    let schema = format!(
+        "tg_faults_{}",
+        tapgate::crypto::random_bytes(6)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create the schema");
+    let mut url = url::Url::parse(&base).expect("PostgreSQL URL");
+    url.query_pairs_mut()
+        .append_pair("options", &format!("-c search_path={schema}"))
+        .append_pair("pool_max", "4");
+    let outcome = tokio::spawn(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let upstream = Upstream::start().await;
+        kill_9_rounds(Serve::with_store(dir.path(), &upstream.url(), url.as_str())).await;
+    })
+    .await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop the schema");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Ten rounds (`TAPGATE_FAULT_ROUNDS`) of: four clients writing, SIGKILL
+/// at a random moment, the store checked, the process started again and
+/// the sessions checked.
+async fn kill_9_rounds(mut serve: Serve) {
     let rounds: u32 = std::env::var("TAPGATE_FAULT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     const CLIENTS: usize = 4;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let upstream = Upstream::start().await;
-    let mut serve = Serve::new(dir.path(), &upstream.url());
     serve.start();
     serve.wait_ready().await;
     let admin = serve.bootstrap_admin().await.1.token;
@@ -860,8 +940,9 @@ async fn issue_7_kill_9_during_writes_leaves_no_half_record_and_loses_no_acknowl
         let n = check(&snap, &stories);
         acknowledged = n;
         println!(
-            "round {round}: killed after {after} ms, clients stopped in {clients_stopped:?}; \
+            "{} round {round}: killed after {after} ms, clients stopped in {clients_stopped:?}; \
              {} users, {} keys, {} feed entries; {n} acknowledged writes present",
+            serve.backend(),
             snap.users.len(),
             snap.credentials.len(),
             snap.revocations.len()
@@ -902,9 +983,10 @@ async fn issue_7_kill_9_during_writes_leaves_no_half_record_and_loses_no_acknowl
     }
     let total = started.elapsed();
     println!(
-        "kill -9: {rounds} kills in {total:?}, {} client stories, {acknowledged} acknowledged \
+        "kill -9 ({}): {rounds} kills in {total:?}, {} client stories, {acknowledged} acknowledged \
          writes all present; steps in flight at a kill (outcome unknown, either way consistent): \
          {in_flight:?}",
+        serve.backend(),
         stories.len()
     );
     assert!(
