@@ -1128,7 +1128,8 @@ async fn issue_7_sqlite_locked_by_another_writer_is_503_for_ceremonies_and_recov
         "SQLite write lock held elsewhere: sign-in answered 503 after {waited:?}; \
          {served} signed-in requests meanwhile, all 200, slowest {slowest:?}"
     );
-    assert!(slowest < Duration::from_secs(1), "signed-in traffic waited");
+    // Well under the 5 s a write waits for the lock, even on a busy machine.
+    assert!(slowest < Duration::from_secs(2), "signed-in traffic waited");
 
     // Released: the same process signs in again, no restart.
     sqlx::query("ROLLBACK")
