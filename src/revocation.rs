@@ -6,8 +6,11 @@
 //! revocations — "sessions of user U below epoch E" (disable, sign out
 //! everywhere, a role taken away) and "sessions made with key K" (a key
 //! revoked). Each instance holds the feed as a small in-memory
-//! [`Revocations`] set, swapped atomically by [`refresh`] once per
-//! [`REFRESH_EVERY`], and `gate::presented` looks every session up in it:
+//! [`Revocations`] set, swapped atomically by [`refresh`] as soon as the
+//! store signals a new entry (PostgreSQL `NOTIFY`; see `store::Changes`)
+//! and at least once per [`REFRESH_EVERY`] (no signals) or
+//! [`FALLBACK_EVERY`] (signals flowing), and `gate::presented` looks every
+//! session up in it:
 //! two hash lookups after the cached signature check.
 //!
 //! Entries are dropped from memory once every session they could revoke
@@ -23,9 +26,16 @@ use crate::token::SessionClaims;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How often each instance reads the feed. A revocation reaches every
-/// instance within this plus one store round trip.
+/// How often each instance reads the feed when the store does not push
+/// change signals (SQLite; PostgreSQL while its listener reconnects). A
+/// revocation then reaches every instance within this plus one store
+/// round trip.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// How often each instance reads the feed anyway while the store pushes
+/// change signals (PostgreSQL `LISTEN`/`NOTIFY`, which delivers a
+/// revocation within milliseconds of its commit).
+pub const FALLBACK_EVERY: Duration = Duration::from_secs(5);
 
 /// One feed read is bounded in time: a hung store must not stall the
 /// refresher (it keeps the last known set and tries again).

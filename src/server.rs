@@ -115,7 +115,7 @@ impl App {
     /// Build the application state: key, store, policy, upstream client.
     pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         let key = load_key(&config.signing_key)?;
-        let store = crate::store::open(&config.store_url).await?;
+        let store = crate::store::open_config(&config).await?;
         App::with_parts(config, key, store)
     }
 
@@ -133,6 +133,7 @@ impl App {
         };
         let app = Arc::new(App::assemble(config, key, store, upstream));
         follow_revocations(&app);
+        app.audit.persist(app.store.clone());
         Ok(app)
     }
 
@@ -185,11 +186,22 @@ pub fn follow_revocations(app: &Arc<App>) {
         return;
     };
     let weak = Arc::downgrade(app);
+    let changes = app.store.changes();
     runtime.spawn(async move {
-        let mut tick = tokio::time::interval(crate::revocation::REFRESH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        use crate::revocation::{FALLBACK_EVERY, REFRESH_EVERY};
         loop {
-            tick.tick().await;
+            // Read as soon as the store signals a new entry; poll as well,
+            // fast while signals are not flowing (SQLite, or the PostgreSQL
+            // listener reconnecting), slowly as a fallback while they are.
+            let every = if changes.is_live() {
+                FALLBACK_EVERY
+            } else {
+                REFRESH_EVERY
+            };
+            tokio::select! {
+                _ = changes.wait() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
             let Some(app) = weak.upgrade() else { break };
             // Failures are logged (once per outage) inside; the last known
             // set stays in force.
@@ -238,7 +250,7 @@ fn instance_id() -> String {
 /// ids). Not a secret, so derived from pid and start time rather than the
 /// CSPRNG: seeding aws-lc's DRBG costs ~11 ms, which a cold start that needs
 /// no randomness should not pay before its first answer.
-fn instance_tag() -> &'static str {
+pub fn instance_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| {
         let nanos = std::time::SystemTime::now()

@@ -1125,7 +1125,7 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         let mut migrate = tapgate(d);
         migrate.arg("migrate").arg("--config").arg(&pg);
         let out = ok(run(migrate), "migrate");
-        assert_eq!(String::from_utf8_lossy(&out).trim(), "schema version 2");
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "schema version 3");
 
         let from_lite = ok(
             admin_with_stdin(d, &lite, &["export"], b""),
@@ -1145,11 +1145,21 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         assert_eq!(audit[0]["outcome"], "success");
         assert_eq!(audit[0]["actor"], "cli");
         ok(imported, "import pg");
+        // The state without the audit record, and the record.
+        let split = |doc: &[u8]| -> (Value, Vec<Value>) {
+            let mut v: Value = serde_json::from_slice(doc).unwrap();
+            let audit = v.as_object_mut().unwrap().remove("audit").unwrap();
+            (v, audit.as_array().unwrap().clone())
+        };
         let from_pg = ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg");
-        assert_eq!(
-            String::from_utf8_lossy(&from_pg),
-            String::from_utf8_lossy(&from_lite)
-        );
+        let (lite_state, lite_audit) = split(&from_lite);
+        let (pg_state, pg_audit) = split(&from_pg);
+        assert_eq!(pg_state, lite_state);
+        // The audit record moves with the state (every event as it was),
+        // and the import itself is recorded after it.
+        assert_eq!(pg_audit[..lite_audit.len()], lite_audit[..]);
+        assert_eq!(pg_audit.len(), lite_audit.len() + 1, "{pg_audit:?}");
+        assert_eq!(pg_audit.last().unwrap()["event"], "state_imported");
         // What the operator sees agrees too.
         let users = ok(
             admin_with_stdin(d, &pg, &["users", "list", "--json"], b""),
@@ -1168,20 +1178,25 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         // Not a state export: exit 2.
         let bad = admin_with_stdin(d, &pg, &["import", "--force"], b"{\"users\": []}");
         assert_eq!(bad.status.code(), Some(2));
-        assert_eq!(
-            ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg"),
-            from_pg
-        );
+        let (again_state, again_audit) =
+            split(&ok(admin_with_stdin(d, &pg, &["export"], b""), "export pg"));
+        assert_eq!(again_state, pg_state, "the refusals changed nothing");
+        // ... but they are recorded: the export, the refused import.
+        let later: Vec<_> = again_audit[pg_audit.len()..]
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+            .collect();
+        assert!(later.contains(&("state_imported", "failure")), "{later:?}");
 
         ok(
             admin_with_stdin(d, &back, &["import"], &from_pg),
             "import back",
         );
         let from_back = ok(admin_with_stdin(d, &back, &["export"], b""), "export back");
-        assert_eq!(
-            String::from_utf8_lossy(&from_back),
-            String::from_utf8_lossy(&from_lite)
-        );
+        let (back_state, back_audit) = split(&from_back);
+        assert_eq!(back_state, lite_state);
+        assert_eq!(back_audit[..pg_audit.len()], pg_audit[..]);
+        assert_eq!(back_audit.last().unwrap()["event"], "state_imported");
 
         // --force replaces all of it.
         let mut one: Value = snap.clone();

@@ -1,12 +1,14 @@
-//! Issue 5: two real `tapgate serve` processes share one PostgreSQL schema
-//! and one signing key behind a loopback round-robin. A ceremony begun on
-//! one finishes on the other, a login replayed to both wins exactly once,
-//! a revocation on one is refused on the other within 2 s, and a database
-//! outage (a TCP relay between tapgate and PostgreSQL, cut and restored:
-//! the shared server itself is never stopped) keeps signed-in traffic at
-//! 200 while new ceremonies get 503 `store-unavailable`, recovering with no
-//! restart. Skips (SKIP line) without PostgreSQL unless
-//! `TAPGATE_REQUIRE_POSTGRES=1`.
+//! Issue 5: three real `tapgate serve` processes share one PostgreSQL
+//! schema and one signing key behind a loopback round-robin. A ceremony
+//! begun on one finishes on another, a login replayed to all wins exactly
+//! once, a revocation on one is refused on the others within 2 s (pushed
+//! by LISTEN/NOTIFY), and a database outage (a TCP relay between tapgate
+//! and PostgreSQL, cut and restored: the shared server itself is never
+//! stopped) keeps signed-in traffic at 200 throughout while new ceremonies
+//! get 503 `store-unavailable`, recovering with no restart. Afterwards the
+//! database holds every audit event every instance logged, the outage's
+//! included, in one gap-free order. Skips (SKIP line) without PostgreSQL
+//! unless `TAPGATE_REQUIRE_POSTGRES=1`.
 
 mod common;
 
@@ -142,7 +144,7 @@ async fn wait_healthy(gate: &Gate, inst: &Instance) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn issue_5_two_processes_share_one_postgresql() {
+async fn issue_5_three_processes_share_one_postgresql() {
     use sqlx::Connection;
     let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -183,6 +185,7 @@ async fn issue_5_two_processes_share_one_postgresql() {
 }
 
 async fn scenario(base: String, schema: String) {
+    use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let upstream = Upstream::start().await;
@@ -216,19 +219,22 @@ async fn scenario(base: String, schema: String) {
         ),
     )
     .unwrap();
-    // Both start at once: the migrations' advisory lock serialises them.
+    let pc = free_port();
+    // All start at once: the migrations' advisory lock serialises them.
     let ia = Instance::start(d, "a", &config, pa);
     let ib = Instance::start(d, "b", &config, pb);
+    let ic = Instance::start(d, "c", &config, pc);
     let gate = |port: u16| {
         let mut g = Gate::new(SocketAddr::from(([127, 0, 0, 1], port)));
         g.origin = public.clone();
         g
     };
-    let (a, b) = (gate(pa), gate(pb));
+    let (a, b, c) = (gate(pa), gate(pb), gate(pc));
     wait_healthy(&a, &ia).await;
     wait_healthy(&b, &ib).await;
+    wait_healthy(&c, &ic).await;
     let rr = RoundRobin {
-        gates: vec![a.clone(), b.clone()],
+        gates: vec![a.clone(), b.clone(), c.clone()],
         next: AtomicUsize::new(0),
     };
 
@@ -294,15 +300,15 @@ async fn scenario(base: String, schema: String) {
         assert_eq!(rr.pick().get_as("/app", &s1).await.status, 200);
     }
 
-    // 20 concurrent replays of one login, round-robin: exactly one wins.
+    // 30 concurrent replays of one login, round-robin: exactly one wins.
     let opts = rr.pick().login_options(&json!({})).await;
     let cred = key
         .get(&public, &opts["publicKey"], &ClientData::default())
         .await;
     let ceremony = opts["ceremony"].as_str().unwrap().to_owned();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let g = rr.gates[i % 2].clone();
+    for i in 0..30 {
+        let g = rr.gates[i % 3].clone();
         let (cred, ceremony) = (cred.clone(), ceremony.clone());
         tasks.spawn(async move { g.login_verify(&cred, &ceremony).await });
     }
@@ -330,52 +336,60 @@ async fn scenario(base: String, schema: String) {
     );
     let s2 = s2.unwrap();
 
-    // Sign out everywhere on A: B refuses the session within 2 s.
+    // Sign out everywhere on A: B and C refuse the session within 2 s.
     let started = Instant::now();
     a.post_as("/.tapgate/api/account/sessions/revoke", &json!({}), &s1)
         .await
         .ok_json();
     let answered = started.elapsed();
-    loop {
-        let r = b.get_as("/app", &s2).await;
-        if r.status == 401 {
-            r.assert_error(401, "session-revoked");
-            break;
+    let refused_on = |g: Gate, s2: Session| async move {
+        loop {
+            let r = g.get_as("/app", &s2).await;
+            if r.status == 401 {
+                r.assert_error(401, "session-revoked");
+                return started.elapsed();
+            }
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "still accepted after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "still accepted on B after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = started.elapsed();
+    };
+    let (on_b, on_c) = tokio::join!(refused_on(b.clone(), s2.clone()), refused_on(c.clone(), s2));
     println!(
-        "revocation propagation across processes: refused on B {took:?} after the request to A began ({:?} after A answered)",
-        took - answered
+        "revocation propagation across processes: refused on B {on_b:?} and on C {on_c:?} after \
+         the request to A began (A answered after {answered:?})"
     );
-    assert!(took < Duration::from_secs(2));
+    assert!(on_b < Duration::from_secs(2) && on_c < Duration::from_secs(2));
 
     // A fresh session for the outage.
     let s3 = rr.pick().login(&mut key).await;
 
+    // Signed-in traffic on every instance, all through the outage and the
+    // recovery: not one request may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (gates, s3, stop) = (rr.gates.clone(), s3.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut served = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for g in &gates {
+                    let r = g.get_as("/app", &s3).await;
+                    assert_eq!(r.status, 200, "signed-in request failed: {}", r.text());
+                    served += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            served
+        })
+    };
+
     // Database outage: signed-in traffic goes on, ceremonies get 503.
     let port = relay.cut().await;
     let cut_at = Instant::now();
-    let mut served = 0;
-    while cut_at.elapsed() < Duration::from_secs(3) {
-        for g in &rr.gates {
-            let r = g.get_as("/app", &s3).await;
-            assert_eq!(
-                r.status,
-                200,
-                "signed-in request during the outage: {}",
-                r.text()
-            );
-            served += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for g in &rr.gates {
         let opts = g.login_options(&json!({})).await;
         let cred = key
@@ -387,12 +401,11 @@ async fn scenario(base: String, schema: String) {
             .assert_error(503, "store-unavailable");
         println!("outage: login refused with 503 in {:?}", asked.elapsed());
     }
-    for g in &rr.gates {
-        assert_eq!(g.get_as("/app", &s3).await.status, 200);
+    while cut_at.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("outage: {served} signed-in requests served, all 200");
 
-    // Restored: ceremonies work again on both, no restart.
+    // Restored: ceremonies work again on every instance, no restart.
     let relay = Relay::start(port, target).await;
     let restored = Instant::now();
     for g in &rr.gates {
@@ -416,10 +429,71 @@ async fn scenario(base: String, schema: String) {
         }
     }
     println!(
-        "recovered: both instances sign in {:?} after the database returned",
+        "recovered: every instance signs in {:?} after the database returned",
         restored.elapsed()
     );
-    assert_eq!(b.get_as("/app", &s3).await.status, 200);
-    drop((ia, ib));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let served = traffic.await.unwrap();
+    println!("outage and recovery: {served} signed-in requests served, all 200");
+
+    // Every audit event every instance logged (the outage's refusals
+    // included) reaches the one record, in one gap-free order.
+    let logged = |inst: &Instance| -> Vec<String> {
+        inst.log()
+            .lines()
+            .filter(|l| l.starts_with('{') && l.contains(r#""log_type":"audit""#))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut db = sqlx::PgConnection::connect(&format!(
+        "{base}{}options=-c%20search_path%3D{schema}",
+        if base.contains('?') { '&' } else { '?' }
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (stored, expected) = loop {
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT seq, instance, record FROM audit_events ORDER BY seq")
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        let expected: Vec<String> = [&ia, &ib, &ic].into_iter().flat_map(logged).collect();
+        let stored: std::collections::HashSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        if expected.iter().all(|e| stored.contains(e.as_str())) {
+            break (rows, expected);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} logged audit events missing from the database after 15 s",
+            expected
+                .iter()
+                .filter(|e| !stored.contains(e.as_str()))
+                .count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (i, row) in stored.iter().enumerate() {
+        assert_eq!(row.0, i as i64 + 1, "gap-free");
+    }
+    let instances: std::collections::HashSet<&str> = stored.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        instances.len(),
+        4,
+        "three instances and the CLI: {instances:?}"
+    );
+    let refusals = stored
+        .iter()
+        .filter(|r| r.2.contains("store") && r.2.contains(r#""outcome":"failure""#))
+        .count();
+    assert!(refusals >= 3, "the outage's refused logins are recorded");
+    println!(
+        "audit: {} events from {} writers in one record ({} logged by the instances), {refusals} from the outage",
+        stored.len(),
+        instances.len(),
+        expected.len()
+    );
+    drop((ia, ib, ic));
     relay.cut().await;
 }

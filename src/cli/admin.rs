@@ -221,7 +221,7 @@ pub async fn run(args: AdminArgs) -> ExitCode {
     if let Err(f) = check(&args.command) {
         return exit(f);
     }
-    let store = match crate::store::open(&config.store_url).await {
+    let store = match crate::store::open_config(&config).await {
         Ok(s) => s,
         Err(e) => {
             super::report(&e);
@@ -235,10 +235,19 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         json: args.json,
         now: crate::server::now_unix(),
     };
-    match dispatch(&ctx, args.command).await {
+    ctx.audit.persist(ctx.store.clone());
+    let code = match dispatch(&ctx, args.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => exit(f),
+    };
+    if !ctx.audit.flush(std::time::Duration::from_secs(10)).await {
+        eprintln!(
+            "warning: {} audit events could not be stored in the database (they are in the \
+             lines above)",
+            ctx.audit.waiting()
+        );
     }
+    code
 }
 
 fn exit(f: Failure) -> ExitCode {

@@ -274,7 +274,7 @@ fn admits(rule: &crate::policy::Rule) -> String {
 }
 
 async fn roles_from_store(config: &Config, email: &Email) -> Result<Vec<Role>, String> {
-    let store = crate::store::open(&config.store_url)
+    let store = crate::store::open_config(config)
         .await
         .map_err(|e| format!("cannot open the store to look up {email}: {e} (or pass --role)"))?;
     match store.user_by_email(email).await {

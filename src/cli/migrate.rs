@@ -22,7 +22,7 @@ pub async fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     // Opening the store is what migrates it.
-    let store = match crate::store::open(&config.store_url).await {
+    let store = match crate::store::open_config(&config).await {
         Ok(s) => s,
         Err(e) => {
             super::report(&e);

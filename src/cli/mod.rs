@@ -2,6 +2,7 @@
 //! 1 failure at run time, 2 bad usage or invalid configuration.
 
 mod admin;
+mod audit;
 mod check;
 mod explain;
 mod export;
@@ -64,6 +65,9 @@ enum Command {
     /// audit event with the actor `cli` (JSON on stderr). Revocations reach
     /// every running instance within about two seconds.
     Admin(admin::AdminArgs),
+    /// Read the stored audit record: the events of every instance, in one
+    /// order (`list`).
+    Audit(audit::AuditArgs),
     /// Print a new P-256 signing key (PKCS#8 PEM) for `keys.signing_key_file`.
     Keygen,
     /// Apply the store's schema migrations now and print the schema version
@@ -88,6 +92,7 @@ pub fn run() -> ExitCode {
         Command::Serve { config } => runtime(|| run::run(crate::config::Mode::Serve, config)),
         Command::Explain(args) => runtime(|| explain::run(args)),
         Command::Admin(args) => runtime(|| admin::run(args)),
+        Command::Audit(args) => runtime(|| audit::run(args)),
         Command::Migrate { config } => runtime(|| migrate::run(config)),
     }
 }

@@ -49,7 +49,7 @@ async fn start(
     started: std::time::Instant,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let key = server::load_key(&config.signing_key)?;
-    let store = crate::store::open(&config.store_url).await?;
+    let store = crate::store::open_config(&config).await?;
 
     // The demo's echo app listens on a private loopback port of its own.
     let echo_listener = match config.upstream {
@@ -117,7 +117,15 @@ async fn start(
         }
     }
     tokio::spawn(reload_on_sighup(app.clone(), mode, file));
-    server::serve(listener, app).await?;
+    server::serve(listener, app.clone()).await?;
+    // Cloud Run allows 10 s after SIGTERM: store what the audit trail still
+    // holds (every event is in the log already).
+    if !app.audit.flush(Duration::from_secs(5)).await {
+        tracing::warn!(
+            waiting = app.audit.waiting(),
+            "shutting down with audit events not yet stored; they are in this instance's log"
+        );
+    }
     Ok(())
 }
 

@@ -87,6 +87,8 @@ pub struct Config {
     pub assertion_ttl: Duration,
     pub assertion_audience: String,
     pub store_url: String,
+    /// PostgreSQL password read from `store.password_file`.
+    pub store_password: Option<StorePassword>,
     pub signing_key: KeySource,
     pub rp_id: String,
     pub rp_name: String,
@@ -108,6 +110,16 @@ pub struct Config {
     /// Demo: redirect requests that arrive under another host name (e.g.
     /// 127.0.0.1) to the public origin, since WebAuthn needs `localhost`.
     pub canonical_host_redirect: bool,
+}
+
+/// A database password: never printed, not even by `{:?}`.
+#[derive(Clone)]
+pub struct StorePassword(pub String);
+
+impl std::fmt::Debug for StorePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorePassword(…)")
+    }
 }
 
 /// Upper bound for the assertion lifetime (PRODUCT.md §3).
@@ -322,6 +334,31 @@ impl Config {
             );
         }
 
+        let store_password = match &raw.store.password_file {
+            None => None,
+            Some(_) if !store_url.starts_with("postgres") => {
+                p(
+                    "store.password_file",
+                    "applies to a postgres:// store only".into(),
+                );
+                None
+            }
+            Some(path) => match std::fs::read_to_string(path) {
+                // A secret file usually ends with a newline; the password does not.
+                Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => Some(StorePassword(
+                    text.trim_end_matches(['\r', '\n']).to_owned(),
+                )),
+                Ok(_) => {
+                    p("store.password_file", format!("{path}: the file is empty"));
+                    None
+                }
+                Err(e) => {
+                    p("store.password_file", format!("cannot read {path}: {e}"));
+                    None
+                }
+            },
+        };
+
         let signing_key = match (&raw.keys.signing_key, &raw.keys.signing_key_file, mode) {
             (Some(_), Some(_), _) => {
                 p(
@@ -447,6 +484,7 @@ impl Config {
             assertion_ttl,
             assertion_audience,
             store_url,
+            store_password,
             signing_key,
             rp_id,
             rp_name,
@@ -863,6 +901,38 @@ mod tests {
             Err(ConfigError::Invalid(ps)) => ps.into_iter().map(|p| p.key).collect(),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn the_database_password_comes_from_a_file_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret-pw\n").unwrap();
+        let toml = format!(
+            "[store]\nurl = \"postgres://tapgate@db/tapgate\"\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        let c = Config::from_sources(Mode::Demo, Some(&toml), &[]).unwrap();
+        assert_eq!(c.store_password.as_ref().unwrap().0, "s3cret-pw");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        // Also from the environment, as a mounted secret's path.
+        let c = Config::from_sources(
+            Mode::Demo,
+            Some("[store]\nurl = \"postgres://tapgate@db/tapgate\"\n"),
+            &env(&[("TAPGATE_STORE__PASSWORD_FILE", &file.display().to_string())]),
+        )
+        .unwrap();
+        assert!(c.store_password.is_some());
+
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(problems(Mode::Demo, &toml, &[]), ["store.password_file"]);
+        let missing = toml.replace("pw\"", "nope\"");
+        assert_eq!(problems(Mode::Demo, &missing, &[]), ["store.password_file"]);
+        let sqlite = format!(
+            "[store]\nurl = \"sqlite://x.db\"\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        assert_eq!(problems(Mode::Demo, &sqlite, &[]), ["store.password_file"]);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct RawAssertion {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<String>,
+    /// PostgreSQL: a file holding only the password (a mounted secret).
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +164,7 @@ pub const ENV_KEYS: &[&str] = &[
     "assertion.ttl",
     "assertion.audience",
     "store.url",
+    "store.password_file",
     "keys.signing_key_file",
     "keys.signing_key",
     "webauthn.rp_id",

@@ -64,6 +64,92 @@ fn recovery(hash: &str, user: &UserRecord, revoke_others: bool, expires: u64) ->
     i
 }
 
+fn event(id: &str, n: u64) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        id: id.into(),
+        time_ms: 1_700_000_000_000 + n,
+        instance: "local-abc".into(),
+        event: "login".into(),
+        outcome: if n.is_multiple_of(2) {
+            "success"
+        } else {
+            "failure"
+        }
+        .into(),
+        subject: (!n.is_multiple_of(3)).then(|| format!("u_{n}")),
+        record: format!(r#"{{"event":"login","n":{n},"note":"é «quoted» \"x\""}}"#),
+    }
+}
+
+/// The audit record: batches numbered gap-free after the newest event,
+/// retried events not stored twice, concurrent writers interleaved without
+/// gaps or duplicates, every column kept.
+pub async fn audit(store: &dyn Store) {
+    assert!(store.audit_since(0, 10).await.unwrap().is_empty());
+    let first: Vec<_> = (1..=3).map(|n| event(&format!("p.1.{n}"), n)).collect();
+    store.append_audit(&first).await.unwrap();
+    store.append_audit(&[]).await.unwrap();
+    let stored = store.audit_since(0, 10).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    for (i, (s, e)) in stored.iter().zip(&first).enumerate() {
+        assert_eq!(s.seq, i as u64 + 1);
+        assert_eq!(
+            AuditEntry {
+                seq: 0,
+                ..s.clone()
+            },
+            *e,
+            "every column kept"
+        );
+    }
+    // A batch retried after its commit went unacknowledged, with new events.
+    let retry = vec![event("p.1.3", 3), event("p.1.4", 4), event("p.1.5", 5)];
+    store.append_audit(&retry).await.unwrap();
+    let stored = store.audit_since(0, 10).await.unwrap();
+    let ids: Vec<_> = stored.iter().map(|e| (e.seq, e.id.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            (1, "p.1.1"),
+            (2, "p.1.2"),
+            (3, "p.1.3"),
+            (4, "p.1.4"),
+            (5, "p.1.5")
+        ]
+    );
+    // Paging.
+    let page = store.audit_since(2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    // Writers of several instances at once.
+    let writer = |w: usize| async move {
+        for b in 0..10 {
+            let batch: Vec<_> = (0..5).map(|k| event(&format!("w{w}.{b}.{k}"), k)).collect();
+            store.append_audit(&batch).await.unwrap();
+        }
+    };
+    tokio::join!(writer(0), writer(1), writer(2), writer(3));
+    let all = store.audit_since(0, 1_000).await.unwrap();
+    assert_eq!(all.len(), 5 + 4 * 10 * 5);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "gap-free");
+    }
+    let unique: std::collections::HashSet<_> = all.iter().map(|e| &e.id).collect();
+    assert_eq!(unique.len(), all.len());
+    // Each writer's batches keep their inner order.
+    for w in 0..4 {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|e| e.id.starts_with(&format!("w{w}.")))
+            .map(|e| e.id.clone())
+            .collect();
+        let expected: Vec<_> = (0..10)
+            .flat_map(|b| (0..5).map(move |k| format!("w{w}.{b}.{k}")))
+            .collect();
+        assert_eq!(mine, expected);
+    }
+}
+
 fn role(r: &str) -> Role {
     Role::parse(r).unwrap()
 }
@@ -646,6 +732,9 @@ pub async fn lifecycle(store: &dyn Store) {
 /// key with its attestation root, the largest counter, binary ids).
 pub async fn export_import(a: &dyn Store, b: &dyn Store) {
     lifecycle(a).await;
+    a.append_audit(&[event("x.1.1", 1), event("x.1.2", 2)])
+        .await
+        .unwrap();
     let ann = a
         .user_by_email(&Email::parse("ann@example.com").unwrap())
         .await
@@ -668,6 +757,7 @@ pub async fn export_import(a: &dyn Store, b: &dyn Store) {
     let snap = a.export().await.unwrap();
     assert!(!snap.users.is_empty() && !snap.credentials.is_empty());
     assert!(!snap.invites.is_empty() && !snap.revocations.is_empty());
+    assert_eq!(snap.audit.len(), 2);
     assert!(snap.invites.iter().any(|i| i.used_at.is_some()));
     assert!(snap.invites.iter().any(|i| i.cancelled.is_some()));
     assert!(snap.credentials.iter().any(|c| c.revoked.is_some()));
@@ -686,6 +776,10 @@ pub async fn export_import(a: &dyn Store, b: &dyn Store) {
         b.users_with_keys().await.unwrap()
     );
     assert_eq!(a.invites().await.unwrap(), b.invites().await.unwrap());
+    assert_eq!(
+        a.audit_since(0, 10).await.unwrap(),
+        b.audit_since(0, 10).await.unwrap()
+    );
     assert_eq!(
         a.revocations_since(0, 1_000).await.unwrap(),
         b.revocations_since(0, 1_000).await.unwrap()
@@ -717,8 +811,23 @@ pub async fn export_import(a: &dyn Store, b: &dyn Store) {
     assert_eq!(b.export().await.unwrap(), before);
 
     // Replace: exactly the snapshot again (the feed keeps counting on).
+    // The audit record is never replaced: the snapshot's events are
+    // already there (by id), so it reads the same.
     b.import(&snap, true).await.unwrap();
     assert_eq!(b.export().await.unwrap(), snap);
+    // Another store's events follow the ones already recorded.
+    let mut other = snap.clone();
+    other.audit = vec![event("y.1.1", 7)];
+    b.import(&other, true).await.unwrap();
+    let audit = b.audit_since(0, 10).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .map(|e| (e.seq, e.id.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "x.1.1"), (2, "x.1.2"), (3, "y.1.1")]
+    );
+    b.import(&snap, true).await.unwrap();
     b.revoke_sessions(&ann.subject, 10_001).await.unwrap();
     let after = b.revocations_since(last, 10).await.unwrap();
     assert!(after[0].seq > next[0].seq, "{after:?} after {next:?}");
@@ -727,5 +836,12 @@ pub async fn export_import(a: &dyn Store, b: &dyn Store) {
     let mut wrong = snap.clone();
     wrong.version = 99;
     assert!(b.import(&wrong, true).await.is_err());
-    assert!(b.schema_version().await.unwrap() >= 2);
+    // Version 1 (no audit record) is still read.
+    let mut v1 = serde_json::to_value(&snap).unwrap();
+    v1["version"] = 1.into();
+    v1.as_object_mut().unwrap().remove("audit");
+    let v1: Snapshot = serde_json::from_value(v1).unwrap();
+    assert!(v1.audit.is_empty());
+    b.import(&v1, true).await.unwrap();
+    assert!(b.schema_version().await.unwrap() >= 3);
 }

@@ -217,6 +217,58 @@ pub enum Revoked {
     Credential(String),
 }
 
+/// One audit event as the store keeps it (issue 5: the events of every
+/// instance in one ordered record). `record` is the event's JSON exactly as
+/// it was logged; the other columns are copies for querying. A later issue
+/// hash-chains the rows in `seq` order, which is why `seq` is gap-free and
+/// follows commit order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Position in the one record; 0 until stored.
+    pub seq: u64,
+    /// Unique per event (process tag, trail, counter), so a batch retried after a
+    /// lost commit acknowledgement is not stored twice.
+    pub id: String,
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    pub instance: String,
+    pub event: String,
+    pub outcome: String,
+    pub subject: Option<String>,
+    pub record: String,
+}
+
+/// Signals that the revocation feed has new entries, pushed by the
+/// database (PostgreSQL `LISTEN`) or by the store's own writes. Readers
+/// still poll: a signal only makes them read sooner.
+#[derive(Debug, Default)]
+pub struct Changes {
+    wake: tokio::sync::Notify,
+    /// Whether pushed signals are flowing now (a PostgreSQL listener is
+    /// connected). While not, readers poll at their fast rate.
+    live: std::sync::atomic::AtomicBool,
+}
+
+impl Changes {
+    /// Wake the reader (a stored permit if it is busy: nothing is missed).
+    pub fn signal(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_live(&self, live: bool) {
+        self.live.store(live, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What [`Store::add_key_with_invite`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
@@ -335,6 +387,19 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Revocation>, StoreError>;
 
+    /// Where the feed signals new entries (see [`Changes`]).
+    fn changes(&self) -> Arc<Changes>;
+
+    // ---- audit (issue 5) ----
+
+    /// Store a batch of events in one transaction, numbered after the
+    /// newest (gap-free, in commit order, whichever instance writes).
+    /// Events whose `id` is already stored are skipped: retrying a batch
+    /// whose commit was not acknowledged stores nothing twice.
+    async fn append_audit(&self, events: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Stored events after `after` (a `seq`), oldest first, at most `limit`.
+    async fn audit_since(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
     // ---- export / import (issue 5) ----
 
     /// The schema version (the newest applied migration).
@@ -361,12 +426,26 @@ pub(crate) fn not_empty(users: i64, invites: i64, revocations: i64) -> StoreErro
 
 pub type DynStore = Arc<dyn Store>;
 
+/// Open the store a configuration names (`store.url`, and for PostgreSQL
+/// `store.password_file`), creating and migrating it.
+pub async fn open_config(config: &crate::config::Config) -> Result<DynStore, StoreError> {
+    open_with(
+        &config.store_url,
+        config.store_password.as_ref().map(|p| p.0.as_str()),
+    )
+    .await
+}
+
 /// Open the store named by a `store.url`, creating and migrating it.
 pub async fn open(url: &str) -> Result<DynStore, StoreError> {
+    open_with(url, None).await
+}
+
+async fn open_with(url: &str, password: Option<&str>) -> Result<DynStore, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::open(url).await?))
+        Ok(Arc::new(PgStore::open_with(url, password).await?))
     } else {
         // Only the scheme is echoed: the rest may carry a password.
         let scheme = url.split(':').next().unwrap_or_default();

@@ -4,8 +4,8 @@
 
 use super::snapshot::{CredentialState, InviteState, RevocationState, Snapshot, UserState};
 use super::{
-    CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing, Store, StoreError,
-    UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
+    AuditEntry, Changes, CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing,
+    Store, StoreError, UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
 };
 use crate::model::{CredentialId, Email, Role, Subject};
 use sqlx::migrate::{MigrateError, Migrator};
@@ -20,10 +20,23 @@ const DEFAULT_POOL_MAX: u32 = 10;
 /// How long a caller waits for a connection before the store counts as
 /// unavailable. Bounds a refused or silent server too: sqlx retries refused
 /// connects until this deadline.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The channel the revocation trigger (migration 0003) notifies.
+const REVOCATIONS_CHANNEL: &str = "tapgate_revocations";
+/// Pause before listening again after the listener's connection was lost.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
     pool: PgPool,
+    changes: std::sync::Arc<Changes>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl PgStore {
@@ -32,7 +45,16 @@ impl PgStore {
     /// Several instances may start at once: sqlx's migrator holds a
     /// PostgreSQL advisory lock while it migrates.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let (opts, pool_max, target) = parse_url(url)?;
+        PgStore::open_with(url, None).await
+    }
+
+    /// [`PgStore::open`] with the password given apart from the URL
+    /// (`store.password_file`); it wins over one in the URL or `PGPASSWORD`.
+    pub async fn open_with(url: &str, password: Option<&str>) -> Result<PgStore, StoreError> {
+        let (mut opts, pool_max, target) = parse_url(url)?;
+        if let Some(pw) = password {
+            opts = opts.password(pw);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(pool_max)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -48,7 +70,65 @@ impl PgStore {
                 other => other,
             });
         }
-        Ok(PgStore { pool })
+        let changes = std::sync::Arc::new(Changes::default());
+        // The listener holds its connection for good: a pool of its own, so
+        // it never takes one of the `pool_max` connections ceremonies use.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        let listener = tokio::spawn(listen(listen_pool, changes.clone()));
+        Ok(PgStore {
+            pool,
+            changes,
+            listener,
+        })
+    }
+}
+
+/// LISTEN for new revocation feed entries and signal `changes` for each;
+/// reconnect whenever the connection is lost. While not listening,
+/// `changes` says so and readers poll at their fast rate; on every
+/// (re)connection readers are signalled once, to catch up on whatever was
+/// committed while nobody listened.
+async fn listen(pool: PgPool, changes: std::sync::Arc<Changes>) {
+    let mut failing = false;
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %pg_error(e), "cannot LISTEN for revocations; polling the feed every second until the database is back");
+                }
+                tokio::time::sleep(RELISTEN_AFTER).await;
+                continue;
+            }
+        };
+        // A lost connection ends this listener: we reconnect ourselves, so
+        // the time spent not listening is known.
+        listener.eager_reconnect(false);
+        if let Err(e) = listener.listen(REVOCATIONS_CHANNEL).await {
+            if !std::mem::replace(&mut failing, true) {
+                tracing::warn!(error = %pg_error(e), "cannot LISTEN for revocations; polling the feed every second until the database is back");
+            }
+            tokio::time::sleep(RELISTEN_AFTER).await;
+            continue;
+        }
+        if std::mem::replace(&mut failing, false) {
+            tracing::info!("listening for revocations again");
+        }
+        changes.set_live(true);
+        changes.signal();
+        while let Ok(Some(_)) = listener.try_recv().await {
+            changes.signal();
+        }
+        changes.set_live(false);
+        changes.signal();
+        tracing::warn!(
+            "lost the revocation listener's connection; polling the feed every second while reconnecting"
+        );
+        drop(listener);
+        tokio::time::sleep(RELISTEN_AFTER).await;
     }
 }
 
@@ -812,6 +892,30 @@ impl Store for PgStore {
         rows.iter().map(revocation_from).collect()
     }
 
+    fn changes(&self) -> std::sync::Arc<Changes> {
+        self.changes.clone()
+    }
+
+    async fn append_audit(&self, events: &[AuditEntry]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        insert_audit(&mut tx, events).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn audit_since(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(audit_from).collect()
+    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
@@ -834,6 +938,7 @@ impl Store for PgStore {
         let creds = fetch("SELECT * FROM credentials ORDER BY id").await?;
         let invites = fetch("SELECT * FROM invites ORDER BY token_hash COLLATE \"C\"").await?;
         let revs = fetch("SELECT * FROM revocations ORDER BY seq").await?;
+        let audit = fetch("SELECT * FROM audit_events ORDER BY seq").await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(Snapshot::new(
             users
@@ -851,6 +956,7 @@ impl Store for PgStore {
             revs.iter()
                 .map(|r| revocation_from(r).map(|v| RevocationState::from_record(&v)))
                 .collect::<Result<_, _>>()?,
+            audit.iter().map(audit_from).collect::<Result<_, _>>()?,
         ))
     }
 
@@ -950,9 +1056,63 @@ impl Store for PgStore {
             .await
             .map_err(pg_error)?;
         }
+        // The audit record is never replaced: the imported events follow
+        // whatever this store already recorded (an event already here, by
+        // id, is skipped).
+        insert_audit(&mut tx, &snap.audit).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(())
     }
+}
+
+fn audit_from(row: &PgRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: row.try_get::<i64, _>("seq").map_err(pg_error)? as u64,
+        id: row.try_get("id").map_err(pg_error)?,
+        time_ms: row.try_get::<i64, _>("time_ms").map_err(pg_error)? as u64,
+        instance: row.try_get("instance").map_err(pg_error)?,
+        event: row.try_get("event").map_err(pg_error)?,
+        outcome: row.try_get("outcome").map_err(pg_error)?,
+        subject: row.try_get("subject").map_err(pg_error)?,
+        record: row.try_get("record").map_err(pg_error)?,
+    })
+}
+
+/// Append `events` after the newest stored one, in one statement. The
+/// table lock makes `seq` follow commit order across instances (as the
+/// revocation feed's does); events already stored (by id) are skipped
+/// without leaving a gap.
+async fn insert_audit(tx: &mut Tx<'_>, events: &[AuditEntry]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+        .execute(&mut **tx)
+        .await
+        .map_err(pg_error)?;
+    let col = |f: fn(&AuditEntry) -> String| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, time_ms, instance, event, outcome, subject, record) \
+         SELECT base.max + ROW_NUMBER() OVER (ORDER BY e.ord), \
+                e.id, e.time_ms, e.instance, e.event, e.outcome, e.subject, e.record \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[]) \
+              WITH ORDINALITY AS e(id, time_ms, instance, event, outcome, subject, record, ord) \
+         CROSS JOIN (SELECT COALESCE(MAX(seq), 0) AS max FROM audit_events) AS base \
+         WHERE NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.id = e.id) \
+         ORDER BY e.ord",
+    )
+    .bind(col(|e| e.id.clone()))
+    .bind(events.iter().map(|e| e.time_ms as i64).collect::<Vec<_>>())
+    .bind(col(|e| e.instance.clone()))
+    .bind(col(|e| e.event.clone()))
+    .bind(col(|e| e.outcome.clone()))
+    .bind(events.iter().map(|e| e.subject.clone()).collect::<Vec<_>>())
+    .bind(col(|e| e.record.clone()))
+    .execute(&mut **tx)
+    .await
+    .map_err(pg_error)?;
+    Ok(())
 }
 
 async fn insert_credential(
@@ -1101,6 +1261,139 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(back.export().await.unwrap(), pg.export().await.unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn audit_postgres() {
+        with_schema("audit_postgres", |url| async move {
+            let store = PgStore::open(&url).await.unwrap();
+            conformance::audit(&store).await;
+        })
+        .await;
+    }
+
+    /// A revocation committed through one instance's store signals every
+    /// other instance's at once (LISTEN/NOTIFY through the trigger).
+    #[tokio::test]
+    async fn a_revocation_is_pushed_to_other_instances() {
+        with_schema("revocation_notify", |url| async move {
+            let a = PgStore::open(&url).await.unwrap();
+            let b = PgStore::open(&url).await.unwrap();
+            let changes = b.changes();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !changes.is_live() {
+                assert!(Instant::now() < deadline, "listener never connected");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The (re)connection's own catch-up signal.
+            tokio::time::timeout(Duration::from_secs(1), changes.wait())
+                .await
+                .unwrap();
+            let u = conformance_user(&a).await;
+            let started = Instant::now();
+            a.revoke_sessions(&u, 1_000).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(2), changes.wait())
+                .await
+                .expect("no NOTIFY within 2 s");
+            let took = started.elapsed();
+            assert!(took < Duration::from_millis(500), "{took:?}");
+        })
+        .await;
+    }
+
+    /// A user to revoke, made through the trait.
+    async fn conformance_user(store: &PgStore) -> Subject {
+        let user = UserRecord {
+            subject: Subject("u_notify".into()),
+            email: Email::parse("notify@example.com").unwrap(),
+            display_name: "n".into(),
+            roles: vec![],
+            disabled: false,
+            created: 1,
+        };
+        store
+            .create_invite(&InviteRecord::new(
+                "i_notify".into(),
+                user.email.clone(),
+                vec![],
+                1,
+                u64::MAX / 2,
+                "cli",
+            ))
+            .await
+            .unwrap();
+        let cred = CredentialRecord {
+            id: CredentialId(vec![9, 9]),
+            subject: user.subject.clone(),
+            public_key: vec![1],
+            alg: -7,
+            sign_count: 0,
+            aaguid: String::new(),
+            transports: vec![],
+            backup_eligible: false,
+            backup_state: false,
+            attestation_fmt: "none".into(),
+            attested: false,
+            nickname: String::new(),
+            created: 1,
+            last_used: None,
+            revoked: None,
+            attestation_root: None,
+        };
+        store
+            .register_with_invite("i_notify", &user, &cred, 2)
+            .await
+            .unwrap();
+        user.subject
+    }
+
+    /// TLS to PostgreSQL (`sslmode` and `sslrootcert` in the URL, rustls
+    /// with aws-lc-rs): an encrypted session when asked for, and a server
+    /// whose certificate does not chain to the given root is refused with a
+    /// message that says so. Needs a server that offers TLS (Debian's
+    /// PostgreSQL does, with its snakeoil certificate); otherwise the first
+    /// half reports SKIP.
+    #[tokio::test]
+    async fn tls_is_used_when_asked_and_an_unknown_issuer_is_refused() {
+        with_schema("tls", |url| async move {
+            match PgStore::open(&with_params(&url, "sslmode=require")).await {
+                Ok(store) => {
+                    let ssl: bool = sqlx::query_scalar(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    )
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+                    assert!(ssl, "sslmode=require gave a plain connection");
+                    store.ping().await.unwrap();
+                }
+                Err(e) if e.to_string().contains("TLS") || e.to_string().contains("SSL") => {
+                    eprintln!("SKIP tls half: this PostgreSQL offers no TLS ({e})");
+                    return;
+                }
+                Err(e) => panic!("sslmode=require: {e}"),
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let root = params.self_signed(&key).unwrap();
+            let pem = dir.path().join("not-the-servers-root.pem");
+            std::fs::write(&pem, root.pem()).unwrap();
+            let strict = with_params(
+                &url,
+                &format!("sslmode=verify-ca&sslrootcert={}", pem.display()),
+            );
+            match PgStore::open(&strict).await {
+                Ok(_) => panic!("a server certificate from an unknown issuer was accepted"),
+                Err(e) => {
+                    let m = e.to_string();
+                    assert!(m.contains("certificate"), "{m}");
+                    assert!(!m.contains("password"), "{m}");
+                }
+            }
         })
         .await;
     }

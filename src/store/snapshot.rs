@@ -1,6 +1,6 @@
 //! The whole state of a store as one JSON document (`tapgate admin export`
 //! / `import`): users (with their revocation epoch), credentials, invites
-//! and the revocation feed, column for column, so SQLite and PostgreSQL
+//! the revocation feed and the audit record, column for column, so SQLite and PostgreSQL
 //! round-trip losslessly. Consumed challenges are left out on purpose: they
 //! only live for a ceremony's few minutes, and a ceremony begun before the
 //! move cannot finish after it anyway (its state is bound to the old store's
@@ -8,7 +8,7 @@
 //!
 //! Byte strings (credential ids, public keys) are base64url without padding.
 
-use super::{CredentialRecord, InviteRecord, Revocation, Revoked, UserRecord};
+use super::{AuditEntry, CredentialRecord, InviteRecord, Revocation, Revoked, UserRecord};
 use crate::model::{CredentialId, Email, Role, Subject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` every snapshot carries.
 pub const FORMAT: &str = "tapgate-state";
-/// The snapshot layout version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The snapshot layout version this build writes. Version 1 (before the
+/// audit record was stored) is still read: it simply has no audit events.
+pub const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,10 @@ pub struct Snapshot {
     pub invites: Vec<InviteState>,
     /// Ordered by seq; seq values are kept.
     pub revocations: Vec<RevocationState>,
+    /// Ordered by seq. Imported after whatever the target already holds
+    /// (into an empty target the seq values stay the same).
+    #[serde(default)]
+    pub audit: Vec<AuditEntry>,
 }
 
 impl Snapshot {
@@ -40,6 +45,7 @@ impl Snapshot {
         credentials: Vec<CredentialState>,
         invites: Vec<InviteState>,
         revocations: Vec<RevocationState>,
+        audit: Vec<AuditEntry>,
     ) -> Snapshot {
         Snapshot {
             format: FORMAT.into(),
@@ -48,6 +54,7 @@ impl Snapshot {
             credentials,
             invites,
             revocations,
+            audit,
         }
     }
 
@@ -59,9 +66,9 @@ impl Snapshot {
                 self.format
             ));
         }
-        if self.version != VERSION {
+        if !(1..=VERSION).contains(&self.version) {
             return Err(format!(
-                "state export version {} is not supported (this tapgate reads version {VERSION})",
+                "state export version {} is not supported (this tapgate reads versions 1 to {VERSION})",
                 self.version
             ));
         }
@@ -80,6 +87,20 @@ impl Snapshot {
                     "revocation {}: exactly one of epoch and credential must be set",
                     r.seq
                 ));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for pair in self.audit.windows(2) {
+            if pair[1].seq <= pair[0].seq {
+                return Err(format!(
+                    "audit events are not in seq order ({} after {})",
+                    pair[1].seq, pair[0].seq
+                ));
+            }
+        }
+        for a in &self.audit {
+            if !ids.insert(a.id.as_str()) {
+                return Err(format!("audit event id {:?} appears twice", a.id));
             }
         }
         Ok(())

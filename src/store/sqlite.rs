@@ -2,8 +2,8 @@
 
 use super::snapshot::{CredentialState, InviteState, RevocationState, Snapshot, UserState};
 use super::{
-    CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing, Store, StoreError,
-    UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
+    AuditEntry, Changes, CredentialRecord, InviteRecord, Recovered, Revocation, Revoked, Standing,
+    Store, StoreError, UserKeys, UserRecord, changed_roles, group, join, split, split_roles,
 };
 use crate::model::{CredentialId, Email, Role, Subject};
 use sqlx::sqlite::{
@@ -15,6 +15,10 @@ use std::time::Duration;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Signalled after this process commits a revocation, so its own
+    /// instance applies it at once. (Other processes on the same file, such
+    /// as the admin CLI, are seen by polling.)
+    changes: std::sync::Arc<Changes>,
 }
 
 impl SqliteStore {
@@ -43,7 +47,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            changes: Default::default(),
+        })
     }
 
     /// Close every connection: later calls fail as in an outage (tests).
@@ -66,7 +73,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            changes: Default::default(),
+        })
     }
 }
 
@@ -140,6 +150,43 @@ fn revocation_from(row: &SqliteRow) -> Result<Revocation, StoreError> {
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+fn audit_from(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        id: row.try_get("id")?,
+        time_ms: row.try_get::<i64, _>("time_ms")? as u64,
+        instance: row.try_get("instance")?,
+        event: row.try_get("event")?,
+        outcome: row.try_get("outcome")?,
+        subject: row.try_get("subject")?,
+        record: row.try_get("record")?,
+    })
+}
+
+/// Append `events` after the newest stored one. Each INSERT is a write
+/// from its first statement on (no read-then-write upgrade), numbers
+/// itself in the same statement, and an event already stored (by id) is
+/// skipped without using a number.
+async fn insert_audit(tx: &mut Tx<'_>, events: &[AuditEntry]) -> Result<(), StoreError> {
+    for e in events {
+        sqlx::query(
+            "INSERT OR IGNORE INTO audit_events \
+             (seq, id, time_ms, instance, event, outcome, subject, record) \
+             VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events), ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(e.time_ms as i64)
+        .bind(&e.instance)
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .bind(&e.subject)
+        .bind(&e.record)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// Take the write lock (a no-op write to the user's row) before reading
 /// anything: a deferred SQLite transaction that reads first and writes
@@ -462,6 +509,7 @@ impl Store for SqliteStore {
             bump_epoch(&mut tx, subject, now).await?;
         }
         tx.commit().await?;
+        self.changes.signal();
         Ok(roles)
     }
 
@@ -484,6 +532,7 @@ impl Store for SqliteStore {
             bump_epoch(&mut tx, subject, now).await?;
         }
         tx.commit().await?;
+        self.changes.signal();
         Ok(changed)
     }
 
@@ -491,6 +540,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let epoch = bump_epoch(&mut tx, subject, now).await?;
         tx.commit().await?;
+        self.changes.signal();
         Ok(epoch)
     }
 
@@ -559,6 +609,7 @@ impl Store for SqliteStore {
         }
         let done = revoke_key(&mut tx, subject, id, now).await?;
         tx.commit().await?;
+        self.changes.signal();
         Ok(done)
     }
 
@@ -636,6 +687,7 @@ impl Store for SqliteStore {
             .await?;
         let user = user_from(&row)?;
         tx.commit().await?;
+        self.changes.signal();
         Ok(Recovered { user, revoked })
     }
 
@@ -650,6 +702,29 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(revocation_from).collect()
+    }
+
+    fn changes(&self) -> std::sync::Arc<Changes> {
+        self.changes.clone()
+    }
+
+    async fn append_audit(&self, events: &[AuditEntry]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_since(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from).collect()
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {
@@ -675,6 +750,9 @@ impl Store for SqliteStore {
         let revs = sqlx::query("SELECT * FROM revocations ORDER BY seq")
             .fetch_all(&mut *tx)
             .await?;
+        let audit = sqlx::query("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Snapshot::new(
             users
@@ -697,6 +775,7 @@ impl Store for SqliteStore {
             revs.iter()
                 .map(|r| revocation_from(r).map(|v| RevocationState::from_record(&v)))
                 .collect::<Result<_, _>>()?,
+            audit.iter().map(audit_from).collect::<Result<_, _>>()?,
         ))
     }
 
@@ -778,7 +857,11 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        // The audit record is never replaced: the imported events follow
+        // whatever this store already recorded.
+        insert_audit(&mut tx, &snap.audit).await?;
         tx.commit().await?;
+        self.changes.signal();
         Ok(())
     }
 }
@@ -819,6 +902,20 @@ mod tests {
     async fn conformance_sqlite_memory() {
         let store = super::SqliteStore::memory().await.unwrap();
         crate::store::conformance::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn audit_sqlite_memory() {
+        let store = super::SqliteStore::memory().await.unwrap();
+        crate::store::conformance::audit(&store).await;
+    }
+
+    #[tokio::test]
+    async fn audit_sqlite_file_with_concurrent_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/a.db", dir.path().display());
+        let store = super::SqliteStore::open(&url).await.unwrap();
+        crate::store::conformance::audit(&store).await;
     }
 
     #[tokio::test]
