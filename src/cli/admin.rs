@@ -8,7 +8,7 @@
 //! unreachable), 2 bad usage or configuration.
 
 use crate::admin::{Actor, Admin, InviteLookup, find_invite, find_key, invite_json, user_json};
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::model::{Email, Role};
 use crate::store::{CredentialRecord, DynStore, StoreError, UserKeys};
 use clap::{Args, Subcommand};
@@ -204,29 +204,14 @@ impl Ctx {
 }
 
 pub async fn run(args: AdminArgs) -> ExitCode {
-    let mode = if args.config.is_some() {
-        Mode::Serve
-    } else {
-        Mode::Demo
-    };
-    let config = match Config::load(mode, args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            super::report(&e);
-            return ExitCode::from(super::EXIT_CONFIG);
-        }
-    };
     // Arguments are checked before the store is opened: a typo never waits
     // on a database.
     if let Err(f) = check(&args.command) {
         return exit(f);
     }
-    let store = match crate::store::open_config(&config).await {
-        Ok(s) => s,
-        Err(e) => {
-            super::report(&e);
-            return ExitCode::FAILURE;
-        }
+    let (config, store) = match super::config_and_store(args.config.as_deref()).await {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let ctx = Ctx {
         config,

@@ -2,7 +2,6 @@
 //! instance, in one order; PRODUCT.md §6), oldest first, in pages. Exit
 //! codes: 0 listed, 1 the store failed, 2 bad configuration or arguments.
 
-use crate::config::{Config, Mode};
 use crate::store::AuditEntry;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -40,24 +39,9 @@ pub enum AuditCommand {
 }
 
 pub async fn run(args: AuditArgs) -> ExitCode {
-    let mode = if args.config.is_some() {
-        Mode::Serve
-    } else {
-        Mode::Demo
-    };
-    let config = match Config::load(mode, args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            super::report(&e);
-            return ExitCode::from(super::EXIT_CONFIG);
-        }
-    };
-    let store = match crate::store::open_config(&config).await {
-        Ok(s) => s,
-        Err(e) => {
-            super::report(&e);
-            return ExitCode::FAILURE;
-        }
+    let store = match super::config_and_store(args.config.as_deref()).await {
+        Ok((_, store)) => store,
+        Err(code) => return code,
     };
     let AuditCommand::List {
         after,

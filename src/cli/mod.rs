@@ -125,3 +125,26 @@ pub(crate) fn report(e: &dyn std::error::Error) {
 }
 
 pub(crate) const EXIT_CONFIG: u8 = 2;
+
+/// The configuration of a store-reading command (`--config F`, or the
+/// demo's defaults without it) and its opened store. On failure, the
+/// problem is printed and the exit code returned: 2 for the
+/// configuration, 1 for the store.
+pub(crate) async fn config_and_store(
+    file: Option<&std::path::Path>,
+) -> Result<(crate::config::Config, crate::store::DynStore), ExitCode> {
+    let mode = if file.is_some() {
+        crate::config::Mode::Serve
+    } else {
+        crate::config::Mode::Demo
+    };
+    let config = crate::config::Config::load(mode, file).map_err(|e| {
+        report(&e);
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let store = crate::store::open_config(&config).await.map_err(|e| {
+        report(&e);
+        ExitCode::FAILURE
+    })?;
+    Ok((config, store))
+}

@@ -4,7 +4,7 @@
 use super::*;
 use crate::model::{CredentialId, Email, Role, Subject};
 
-fn user(subject: &str, email: &str) -> UserRecord {
+pub(crate) fn user(subject: &str, email: &str) -> UserRecord {
     UserRecord {
         subject: Subject(subject.into()),
         email: Email::parse(email).unwrap(),
@@ -18,7 +18,7 @@ fn user(subject: &str, email: &str) -> UserRecord {
     }
 }
 
-fn credential(id: &[u8], subject: &str) -> CredentialRecord {
+pub(crate) fn credential(id: &[u8], subject: &str) -> CredentialRecord {
     CredentialRecord {
         id: CredentialId(id.to_vec()),
         subject: Subject(subject.into()),
@@ -39,7 +39,7 @@ fn credential(id: &[u8], subject: &str) -> CredentialRecord {
     }
 }
 
-fn invite(hash: &str, email: &str, expires: u64) -> InviteRecord {
+pub(crate) fn invite(hash: &str, email: &str, expires: u64) -> InviteRecord {
     InviteRecord::new(
         hash.into(),
         Email::parse(email).unwrap(),

@@ -1305,43 +1305,16 @@ mod tests {
 
     /// A user to revoke, made through the trait.
     async fn conformance_user(store: &PgStore) -> Subject {
-        let user = UserRecord {
-            subject: Subject("u_notify".into()),
-            email: Email::parse("notify@example.com").unwrap(),
-            display_name: "n".into(),
-            roles: vec![],
-            disabled: false,
-            created: 1,
-        };
+        let user = conformance::user("u_notify", "notify@example.com");
         store
-            .create_invite(&InviteRecord::new(
-                "i_notify".into(),
-                user.email.clone(),
-                vec![],
-                1,
+            .create_invite(&conformance::invite(
+                "i_notify",
+                "notify@example.com",
                 u64::MAX / 2,
-                "cli",
             ))
             .await
             .unwrap();
-        let cred = CredentialRecord {
-            id: CredentialId(vec![9, 9]),
-            subject: user.subject.clone(),
-            public_key: vec![1],
-            alg: -7,
-            sign_count: 0,
-            aaguid: String::new(),
-            transports: vec![],
-            backup_eligible: false,
-            backup_state: false,
-            attestation_fmt: "none".into(),
-            attested: false,
-            nickname: String::new(),
-            created: 1,
-            last_used: None,
-            revoked: None,
-            attestation_root: None,
-        };
+        let cred = conformance::credential(&[9, 9], "u_notify");
         store
             .register_with_invite("i_notify", &user, &cred, 2)
             .await
@@ -1349,12 +1322,6 @@ mod tests {
         user.subject
     }
 
-    /// TLS to PostgreSQL (`sslmode` and `sslrootcert` in the URL, rustls
-    /// with aws-lc-rs): an encrypted session when asked for, and a server
-    /// whose certificate does not chain to the given root is refused with a
-    /// message that says so. Needs a server that offers TLS (Debian's
-    /// PostgreSQL does, with its snakeoil certificate); otherwise the first
-    /// half reports SKIP.
     #[tokio::test]
     async fn tls_is_used_when_asked_and_an_unknown_issuer_is_refused() {
         with_schema("tls", |url| async move {
