@@ -345,12 +345,12 @@ pub fn client_facts(
 pub async fn proxy(
     State(app): State<Arc<App>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response {
+    // Taken, not cloned: nothing after the gate reads it from the request.
     let ctx = req
-        .extensions()
-        .get::<RequestCtx>()
-        .cloned()
+        .extensions_mut()
+        .remove::<RequestCtx>()
         .unwrap_or_default();
     let path = match normalised_path(req.uri().path()) {
         Ok(p) => p,
@@ -367,16 +367,12 @@ pub async fn proxy(
         app.policy
             .load()
             .decide(p.session.as_ref().map(|s| &s.principal), &request, now);
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let asked = Asked {
         navigation: is_navigation(req.method(), req.headers()),
         method: req.method(),
         headers: req.headers(),
-        target: &target,
+        target,
         client,
     };
     let permitted = match apply_decision(&app, &ctx, decision, &p, &asked) {

@@ -2,7 +2,7 @@
 //! services. See ARCHITECTURE.md for the map; in short:
 //!
 //! - edges (the only code touching the outside world): [`cli`], [`config`],
-//!   [`server`], [`store`], [`pages`], [`echo`]
+//!   [`server`] (with [`connections`]: accept loop, slow-client limits), [`store`], [`pages`], [`echo`]
 //! - core (no HTTP types, no IO, time passed in): [`model`], `tapgate_webauthn`
 //!   (crates/webauthn), [`token`], [`policy`], [`audit`]
 //! - glue on the request path: [`login`], [`gate`], [`upstream`], [`error`],
@@ -14,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod echo;
 pub mod error;

@@ -343,9 +343,9 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/.tapgate", own)
         // Everything else: session → policy → upstream.
         .fallback(gate::proxy)
-        // Demo: serve only under the public host name (WebAuthn needs it).
-        .layer(middleware::from_fn_with_state(app.clone(), canonical_host))
-        // Outermost: request id, error rendering (JSON or page), access log.
+        // Outermost: request id, error rendering (JSON or page), access
+        // log; and in the demo, serve only under the public host name
+        // (WebAuthn needs it). One layer: every request pays for each.
         .layer(middleware::from_fn_with_state(app.clone(), request_context))
         .with_state(app)
 }
@@ -363,10 +363,15 @@ const REFUSED_BEFORE_HANDLER: &[&str] = &[
 ];
 
 async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    // The id goes into the request (for handlers) and the response header;
+    // it is base64url and hex, so always a valid header value.
     let id = next_request_id();
+    let id_header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
     let wants_html = gate::is_navigation(req.method(), req.headers());
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the parsed URI shares its bytes: no copy of the path.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let start = Instant::now();
     let own_write = method == Method::POST && path.starts_with("/.tapgate/");
     let client = own_write.then(|| {
@@ -381,8 +386,12 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
             .map(|s| s.chars().take(256).collect::<String>());
         (ip, ua)
     });
-    req.extensions_mut().insert(RequestCtx { id: id.clone() });
-    let mut response = next.run(req).await;
+    req.extensions_mut().insert(RequestCtx { id });
+    let id = id_header.to_str().unwrap_or("-");
+    let mut response = match canonical_host(&app, &req) {
+        Some(redirect) => redirect,
+        None => next.run(req).await,
+    };
     if let Some(err) = response.extensions_mut().remove::<HttpError>() {
         if let Some((ip, user_agent)) = client
             && REFUSED_BEFORE_HANDLER.contains(&err.code)
@@ -390,10 +399,10 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
             let mut ev =
                 crate::audit::AuditEvent::new("request_refused", crate::audit::Outcome::Failure);
             ev.reason = Some(err.code.to_owned());
-            ev.route = Some(path.clone());
+            ev.route = Some(path.to_owned());
             ev.ip = ip;
             ev.user_agent = user_agent;
-            ev.request_id = Some(id.clone());
+            ev.request_id = Some(id.to_owned());
             app.audit.record(ev);
         }
         let level_detail = err.internal.as_deref().unwrap_or("");
@@ -420,12 +429,12 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
             } else {
                 ("/", "Go to the start page")
             };
-            pages::error_page(err.status, title, &err.message, &id, action)
+            pages::error_page(err.status, title, &err.message, id, action)
         } else {
             let mut r = (
                 err.status,
                 [(header::CONTENT_TYPE, "application/json")],
-                crate::error::json_body(err.code, &err.message, &id),
+                crate::error::json_body(err.code, &err.message, id),
             )
                 .into_response();
             r.headers_mut()
@@ -438,29 +447,29 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
         response = rendered;
     }
     tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
+    response.headers_mut().insert("x-request-id", id_header);
     response
 }
 
-async fn canonical_host(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if app.config.canonical_host_redirect {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
-        if name != app.config.public_host {
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let location = format!("{}{}", app.config.public_origin, pq);
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response();
-            }
-        }
+/// Demo: a request under another host name (e.g. 127.0.0.1) is sent to
+/// the public origin.
+fn canonical_host(app: &App, req: &Request) -> Option<Response> {
+    if !app.config.canonical_host_redirect {
+        return None;
     }
-    next.run(req).await
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    if name == app.config.public_host {
+        return None;
+    }
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{}{}", app.config.public_origin, pq);
+    let v = HeaderValue::from_str(&location).ok()?;
+    Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response())
 }
 
 async fn same_origin_writes(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -512,15 +521,12 @@ async fn static_asset(Path(file): Path<String>) -> Response {
     pages::asset(&file).unwrap_or_else(|| HttpError::not_found().into_response())
 }
 
-/// Serve until Ctrl-C / SIGTERM (Cloud Run sends SIGTERM, then waits).
+/// Serve until Ctrl-C / SIGTERM (Cloud Run sends SIGTERM, then waits):
+/// then stop accepting, finish the requests in flight and return. Slow and
+/// idle clients are cut off by the `[server]` limits (crate::connections).
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
-    let router = router(app);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    let limits = app.config.server;
+    crate::connections::serve(listener, router(app), limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -10,11 +10,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    /// One pool per serving thread (crate::connections::worker_index), so
+    /// that a request never borrows a connection another thread drives.
+    clients: Vec<Client<HttpConnector, Body>>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// Path prefix of the upstream URL without trailing '/' ("" for none).
@@ -51,10 +54,14 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(http);
+        let clients = (0..crate::connections::worker_count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .build(http.clone())
+            })
+            .collect();
         let uri: Uri = url
             .as_str()
             .parse()
@@ -63,7 +70,7 @@ impl Upstream {
         let authority = uri.authority().cloned().ok_or("upstream URL has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
         Ok(Upstream {
-            client,
+            clients,
             scheme,
             authority,
             base_path: url.path().trim_end_matches('/').to_owned(),
@@ -102,12 +109,17 @@ impl Upstream {
         strip_own_credentials(headers, id.session_cookie, fwd.bearer_used);
 
         // X-Forwarded-*: append the peer to any chain a load balancer set.
-        let peer = fwd.client_addr.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
-            _ => peer,
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        let mut xff = String::with_capacity(64);
+        if let Some(prev) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.is_empty())
+        {
+            xff.push_str(prev);
+            xff.push_str(", ");
+        }
+        let _ = write!(xff, "{}", fwd.client_addr.ip());
+        if let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(xff)) {
             headers.insert("x-forwarded-for", v);
         }
         headers.insert(
@@ -161,7 +173,8 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
 
-        let response = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let client = &self.clients[crate::connections::worker_index() % self.clients.len()];
+        let response = match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => {
                 return Err(HttpError::upstream(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -283,26 +296,33 @@ pub fn strip_own_credentials(h: &mut HeaderMap, cookie_name: &str, bearer_used: 
     if bearer_used || h.get(header::AUTHORIZATION).is_some_and(is_own_bearer) {
         h.remove(header::AUTHORIZATION);
     }
-    let cookies: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
-    if cookies.is_empty() {
+    if !h.contains_key(header::COOKIE) {
         return;
     }
-    h.remove(header::COOKIE);
-    let kept: Vec<&str> = cookies
+    // The kept cookies, folded into one header, in one allocation.
+    let mut kept = String::new();
+    for c in h
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| {
-            let name = c.split('=').next().unwrap_or("").trim();
-            !c.is_empty()
-                && name != cookie_name
-                && !name.starts_with("tapgate_")
-                && !name.starts_with("__Host-tapgate_")
-        })
-        .collect();
+    {
+        let name = c.split('=').next().unwrap_or("").trim();
+        if !c.is_empty()
+            && name != cookie_name
+            && !name.starts_with("tapgate_")
+            && !name.starts_with("__Host-tapgate_")
+        {
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(c);
+        }
+    }
+    h.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(kept))
     {
         h.insert(header::COOKIE, v);
     }

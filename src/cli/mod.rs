@@ -102,7 +102,11 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
+    // One worker thread: `serve` starts a single-threaded runtime of its
+    // own for every further core (crate::connections), so that requests
+    // never hop between threads; the other commands need no more.
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -98,6 +98,8 @@ pub struct Config {
     pub oauth2_proxy_headers: bool,
     pub proxy_timeout: Duration,
     pub proxy_connect_timeout: Duration,
+    /// Client connection limits (`[server]`).
+    pub server: ServerLimits,
     pub routes: Vec<Rule>,
     /// Declared roles (`roles = [...]`), if any.
     pub roles: Option<Vec<Role>>,
@@ -120,6 +122,15 @@ impl std::fmt::Debug for StorePassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StorePassword(…)")
     }
+}
+
+/// How long slow or idle clients may hold a connection, and how many
+/// connections there may be at once (`[server]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// Upper bound for the assertion lifetime (PRODUCT.md §3).
@@ -439,6 +450,8 @@ impl Config {
             "5s",
         );
 
+        let server = server_limits(&raw.server, &mut p);
+
         let roles = raw.roles.as_ref().map(|list| {
             list.iter()
                 .filter_map(|r| Role::parse(r).map_err(|e| p("roles", e)).ok())
@@ -494,6 +507,7 @@ impl Config {
             oauth2_proxy_headers: raw.headers.oauth2_proxy.unwrap_or(false),
             proxy_timeout,
             proxy_connect_timeout,
+            server,
             routes,
             roles,
             trust,
@@ -816,6 +830,48 @@ fn limits_config(l: &raw::RawLimits, p: &mut impl FnMut(&str, String)) -> Limits
     }
 }
 
+fn server_limits(raw: &raw::RawServer, p: &mut impl FnMut(&str, String)) -> ServerLimits {
+    let header_read_timeout = duration(
+        p,
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        "10s",
+    );
+    if header_read_timeout < Duration::from_secs(1)
+        || header_read_timeout > Duration::from_secs(300)
+    {
+        p(
+            "server.header_read_timeout",
+            "must be between 1s and 5m".into(),
+        );
+    }
+    let idle_timeout = duration(
+        p,
+        "server.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        "620s",
+    );
+    if idle_timeout < Duration::from_secs(1) || idle_timeout > Duration::from_secs(24 * 3600) {
+        p("server.idle_timeout", "must be between 1s and 24h".into());
+    }
+    let max_connections = match raw.max_connections {
+        None => 10_000,
+        Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+        Some(n) => {
+            p(
+                "server.max_connections",
+                format!("{n} is out of range: use a number from 1 to 1000000"),
+            );
+            10_000
+        }
+    };
+    ServerLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+    }
+}
+
 fn duration(
     p: &mut impl FnMut(&str, String),
     key: &str,
@@ -946,6 +1002,40 @@ mod tests {
         assert_eq!(c.assertion_ttl, Duration::from_secs(60));
         assert_eq!(c.challenge_ttl, Duration::from_secs(120));
         assert!(!c.secure);
+    }
+
+    #[test]
+    fn server_limits_have_defaults_env_overrides_and_bounds() {
+        let c = Config::from_sources(Mode::Demo, None, &[]).unwrap();
+        assert_eq!(
+            c.server,
+            ServerLimits {
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(620),
+                max_connections: 10_000,
+            }
+        );
+        let c = Config::from_sources(
+            Mode::Demo,
+            Some("[server]\nheader_read_timeout = \"5s\"\nmax_connections = 64\n"),
+            &env(&[("TAPGATE_SERVER__IDLE_TIMEOUT", "75s")]),
+        )
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.server.max_connections, 64);
+        assert_eq!(
+            problems(
+                Mode::Demo,
+                "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\n",
+                &[]
+            ),
+            [
+                "server.header_read_timeout",
+                "server.idle_timeout",
+                "server.max_connections"
+            ]
+        );
     }
 
     #[test]

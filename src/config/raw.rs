@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
     pub trust: RawTrust,
     #[serde(default)]
     pub limits: RawLimits,
@@ -123,6 +125,20 @@ pub struct RawProxy {
     pub connect_timeout: Option<String>,
 }
 
+/// How tapgate treats client connections (slow or idle clients).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// A request head (request line and headers) must arrive within this
+    /// time of its first byte (of the connection, for the first request).
+    pub header_read_timeout: Option<String>,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Option<String>,
+    /// At most this many client connections at once; more wait in the
+    /// kernel's accept queue.
+    pub max_connections: Option<i64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -175,6 +191,9 @@ pub const ENV_KEYS: &[&str] = &[
     "headers.oauth2_proxy",
     "proxy.timeout",
     "proxy.connect_timeout",
+    "server.header_read_timeout",
+    "server.idle_timeout",
+    "server.max_connections",
     "trust.builtin_roots",
     "trust.root_files",
     "trust.allowed_aaguids",
