@@ -333,7 +333,8 @@ pub fn client_facts(
     headers: &HeaderMap,
     client: SocketAddr,
 ) {
-    ev.ip = Some(client.ip().to_string());
+    ev.ip =
+        Some(crate::ratelimit::client_addr(headers, client.ip(), ctx.trusted_proxies).to_string());
     ev.user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

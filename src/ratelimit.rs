@@ -173,12 +173,12 @@ impl Limits {
     /// the client wrote itself are never used). IPv6 addresses count by
     /// their /64, which one host can fill with addresses at will.
     pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-        let ip = if self.trusted_proxies == 0 {
-            peer
-        } else {
-            forwarded_for(headers, self.trusted_proxies).unwrap_or(peer)
-        };
-        bucket_of(ip)
+        bucket_of(client_addr(headers, peer, self.trusted_proxies))
+    }
+
+    /// How many proxies in front append to `X-Forwarded-For`.
+    pub fn trusted_proxies(&self) -> usize {
+        self.trusted_proxies
     }
 
     /// Count a request from `ip` (as [`Limits::client_ip`] gave it).
@@ -225,6 +225,16 @@ impl Limits {
 
 /// The `n`-th address from the right of all `X-Forwarded-For` values; `None`
 /// when there are fewer, or it is not an address.
+/// The client's own address (not bucketed): the connection's peer, or
+/// behind `trusted_proxies` proxies the `X-Forwarded-For` entry the
+/// outermost trusted one wrote. What audit events record as `ip`.
+pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trusted_proxies: usize) -> IpAddr {
+    if trusted_proxies == 0 {
+        return peer;
+    }
+    forwarded_for(headers, trusted_proxies).unwrap_or(peer)
+}
+
 fn forwarded_for(headers: &HeaderMap, n: usize) -> Option<IpAddr> {
     let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")

@@ -48,6 +48,9 @@ pub struct App {
 #[derive(Clone, Debug, Default)]
 pub struct RequestCtx {
     pub id: String,
+    /// `limits.trusted_proxies`, so that audit events name the client
+    /// (from `X-Forwarded-For`) rather than the proxy in front.
+    pub trusted_proxies: usize,
 }
 
 pub fn now_unix() -> u64 {
@@ -374,11 +377,14 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
     let path = uri.path();
     let start = Instant::now();
     let own_write = method == Method::POST && path.starts_with("/.tapgate/");
+    let trusted_proxies = app.limits.trusted_proxies();
     let client = own_write.then(|| {
         let ip = req
             .extensions()
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .map(|c| {
+                crate::ratelimit::client_addr(req.headers(), c.0.ip(), trusted_proxies).to_string()
+            });
         let ua = req
             .headers()
             .get(header::USER_AGENT)
@@ -386,7 +392,10 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
             .map(|s| s.chars().take(256).collect::<String>());
         (ip, ua)
     });
-    req.extensions_mut().insert(RequestCtx { id });
+    req.extensions_mut().insert(RequestCtx {
+        id,
+        trusted_proxies,
+    });
     let id = id_header.to_str().unwrap_or("-");
     let mut response = match canonical_host(&app, &req) {
         Some(redirect) => redirect,

@@ -189,6 +189,33 @@ async fn behind_a_trusted_proxy_the_address_it_appended_is_the_bucket() {
     assert_eq!(audited[0].ip.as_deref(), Some("198.51.100.1"));
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_every_audit_event_names_the_client_not_the_proxy() {
+    let toml = limits(PLENTY, PLENTY) + "trusted_proxies = 1\n";
+    let gate = TestGate::start_with(&toml, &[]).await;
+    let (mut key, _) = gate.user("ada@example.com", &[]).await;
+    gate.app.audit.capture();
+    let xff = [("x-forwarded-for", "203.0.113.9, 198.51.100.7")];
+    // A sign-in through the proxy (audited by its handler) …
+    let opts = gate.login_options(&json!({})).await;
+    let cred = key
+        .get(&gate.origin, &opts["publicKey"], &ClientData::default())
+        .await;
+    let body = json!({ "credential": cred, "ceremony": opts["ceremony"] });
+    gate.post_with(LOGIN_VERIFY, &body, &xff).await.ok_json();
+    // … and a body refused before any handler runs (audited by the outer
+    // layer).
+    let refused = gate
+        .post_with(LOGIN_VERIFY, &json!({ "ceremony": 7 }), &xff)
+        .await;
+    assert_eq!(refused.status.as_u16(), 400, "{}", refused.text());
+    for name in ["login", "request_refused"] {
+        let audited = events(&gate, name);
+        assert_eq!(audited.len(), 1, "{name}: {audited:?}");
+        assert_eq!(audited[0].ip.as_deref(), Some("198.51.100.7"), "{name}");
+    }
+}
+
 // ------------------------------------------------------------ per account
 
 #[tokio::test]
