@@ -318,6 +318,15 @@ async fn lock_user(tx: &mut Tx<'_>, subject: &Subject) -> Result<(), StoreError>
     found.map(|_| ()).ok_or(StoreError::NotFound)
 }
 
+/// The next feed number, taken under [`lock_feed`]: one more than the
+/// largest committed, or than the high-water mark an import that replaced
+/// the feed left in the column's sequence (see `import`). Never drawn from
+/// the sequence: a value a transaction draws and then aborts (a killed
+/// process) is not given back, and the feed would have a gap.
+const NEXT_FEED_SEQ: &str = "(SELECT GREATEST(COALESCE(MAX(seq), 0), \
+     (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM revocations_seq_seq)) + 1 \
+     FROM revocations)";
+
 /// Before inserting into the feed: entries must commit in `seq` order, or
 /// a reader that already saw a later `seq` would skip an earlier one that
 /// commits after it. Revocations are rare; serialising them is cheap.
@@ -340,13 +349,15 @@ async fn bump_epoch(tx: &mut Tx<'_>, subject: &Subject, now: u64) -> Result<u64,
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
     lock_feed(tx).await?;
-    sqlx::query("INSERT INTO revocations (subject, epoch, time) VALUES ($1, $2, $3)")
-        .bind(subject.as_str())
-        .bind(epoch)
-        .bind(now as i64)
-        .execute(&mut **tx)
-        .await
-        .map_err(pg_error)?;
+    sqlx::query(&format!(
+        "INSERT INTO revocations (seq, subject, epoch, time) VALUES ({NEXT_FEED_SEQ}, $1, $2, $3)"
+    ))
+    .bind(subject.as_str())
+    .bind(epoch)
+    .bind(now as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(pg_error)?;
     Ok(epoch as u64)
 }
 
@@ -371,13 +382,16 @@ async fn revoke_key(
         return Ok(false);
     }
     lock_feed(tx).await?;
-    sqlx::query("INSERT INTO revocations (subject, credential, time) VALUES ($1, $2, $3)")
-        .bind(subject.as_str())
-        .bind(id.digest())
-        .bind(now as i64)
-        .execute(&mut **tx)
-        .await
-        .map_err(pg_error)?;
+    sqlx::query(&format!(
+        "INSERT INTO revocations (seq, subject, credential, time) \
+         VALUES ({NEXT_FEED_SEQ}, $1, $2, $3)"
+    ))
+    .bind(subject.as_str())
+    .bind(id.digest())
+    .bind(now as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(pg_error)?;
     Ok(true)
 }
 
@@ -968,9 +982,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        let (users, invites, revs): (i64, i64, i64) = sqlx::query_as(
+        let (users, invites, revs, feed_max): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM invites), \
-             (SELECT COUNT(*) FROM revocations)",
+             (SELECT COUNT(*) FROM revocations), (SELECT COALESCE(MAX(seq), 0) FROM revocations)",
         )
         .fetch_one(&mut *tx)
         .await
@@ -1045,13 +1059,16 @@ impl Store for PgStore {
         }
         // The feed continues after the largest seq ever handed out (as
         // SQLite's AUTOINCREMENT does), so instances that already read past
-        // the imported entries still see every later one.
-        if let Some(max) = snap.revocations.iter().map(|r| r.seq).max() {
+        // the replaced or imported entries still see every later one: the
+        // high-water mark is kept in the column's sequence (NEXT_FEED_SEQ).
+        let imported_max = snap.revocations.iter().map(|r| r.seq).max().unwrap_or(0);
+        let mark = feed_max.max(i64::try_from(imported_max).unwrap_or(i64::MAX));
+        if mark > 0 {
             sqlx::query(
-                "SELECT setval(pg_get_serial_sequence('revocations', 'seq'), \
-                 GREATEST($1, (SELECT last_value FROM revocations_seq_seq)))",
+                "SELECT setval('revocations_seq_seq', GREATEST($1, \
+                 (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM revocations_seq_seq)))",
             )
-            .bind(max as i64)
+            .bind(mark)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
@@ -1468,6 +1485,71 @@ mod tests {
                 .unwrap();
             assert_eq!(seen.len(), 88);
             assert_eq!(seen, store.revocations_since(0, 1000).await.unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_aborted_revocation_leaves_no_gap_in_the_feed() {
+        // A process killed in the middle of a revocation aborts its
+        // transaction; a sequence value it drew is not given back, so the
+        // feed's numbers must not come from one (found by the kill -9
+        // test in tests/faults.rs).
+        with_schema("aborted_revocation_no_gap", |url| async move {
+            let store = PgStore::open(&url).await.unwrap();
+            let invite = InviteRecord::new(
+                "i".into(),
+                Email::parse("ann@example.com").unwrap(),
+                vec![],
+                100,
+                10_000,
+                "cli",
+            );
+            store.create_invite(&invite).await.unwrap();
+            let subject = Subject("u_ann".into());
+            let user = UserRecord {
+                subject: subject.clone(),
+                email: invite.email.clone(),
+                display_name: "Ann".into(),
+                roles: vec![],
+                disabled: false,
+                created: 100,
+            };
+            let cred = crate::store::CredentialRecord {
+                id: CredentialId(vec![7]),
+                subject: subject.clone(),
+                public_key: vec![1],
+                alg: -7,
+                sign_count: 0,
+                aaguid: String::new(),
+                transports: vec![],
+                backup_eligible: false,
+                backup_state: false,
+                attestation_fmt: "none".into(),
+                attested: false,
+                nickname: String::new(),
+                created: 100,
+                last_used: None,
+                revoked: None,
+                attestation_root: None,
+            };
+            store
+                .register_with_invite(&invite.token_hash, &user, &cred, 100)
+                .await
+                .unwrap();
+            store.revoke_sessions(&subject, 200).await.unwrap();
+            let mut tx = store.pool.begin().await.unwrap();
+            bump_epoch(&mut tx, &subject, 201).await.unwrap();
+            tx.rollback().await.unwrap();
+            store.revoke_sessions(&subject, 202).await.unwrap();
+            let seqs: Vec<u64> = store
+                .revocations_since(0, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            assert_eq!(seqs, [1, 2]);
         })
         .await;
     }
