@@ -8,10 +8,10 @@ use crate::error::HttpError;
 use crate::policy::Decision;
 use crate::server::{App, RequestCtx, now_unix};
 use crate::token::CachedSession;
-use crate::upstream::Forward;
+use crate::upstream::{Forward, names};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,11 +157,11 @@ pub struct Asked<'a> {
 
 /// The host name a request was sent to, without port.
 pub fn request_host(headers: &HeaderMap, forwarded: bool) -> &str {
-    let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let host = if forwarded {
-        from("x-forwarded-host").or_else(|| from("host"))
+        from(&names::X_FORWARDED_HOST).or_else(|| from(&header::HOST))
     } else {
-        from("host")
+        from(&header::HOST)
     };
     let host = host.unwrap_or("");
     // "[::1]:8080" → "[::1]", "example.com:8080" → "example.com".
@@ -456,20 +456,17 @@ pub async fn forward_auth(
         Verdict::Respond(r) => r,
         Verdict::Allow(_permitted) => {
             let mut r = StatusCode::OK.into_response();
-            if let Some(s) = &p.session {
-                let pr = &s.principal;
+            // The identity values built once per session (as the proxy
+            // sends them): none at all rather than a wrong one.
+            if let Some(s) = &p.session
+                && let Some(crate::token::IdentityHeaders { user, email, roles }) = &s.identity
+            {
                 let hs = r.headers_mut();
-                for (name, value) in [
-                    ("x-tapgate-user", pr.subject.to_string()),
-                    ("x-tapgate-email", pr.email.to_string()),
-                    ("x-tapgate-roles", pr.roles_csv()),
-                ] {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        hs.insert(name, v);
-                    }
-                }
+                hs.insert(names::X_TAPGATE_USER, user.clone());
+                hs.insert(names::X_TAPGATE_EMAIL, email.clone());
+                hs.insert(names::X_TAPGATE_ROLES, roles.clone());
                 hs.insert(
-                    "x-tapgate-assertion",
+                    names::X_TAPGATE_ASSERTION,
                     s.assertion(
                         &app.keys,
                         &app.config.assertion_audience,

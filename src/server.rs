@@ -456,7 +456,9 @@ async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Ne
         response = rendered;
     }
     tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
-    response.headers_mut().insert("x-request-id", id_header);
+    response
+        .headers_mut()
+        .insert(crate::upstream::names::X_REQUEST_ID, id_header);
     response
 }
 

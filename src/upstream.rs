@@ -14,6 +14,28 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Header names of the hot path, parsed once: a name given as `&str` is
+/// parsed and validated again on every use.
+pub mod names {
+    use axum::http::HeaderName;
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_TAPGATE_USER: HeaderName = HeaderName::from_static("x-tapgate-user");
+    pub const X_TAPGATE_EMAIL: HeaderName = HeaderName::from_static("x-tapgate-email");
+    pub const X_TAPGATE_ROLES: HeaderName = HeaderName::from_static("x-tapgate-roles");
+    pub const X_TAPGATE_ASSERTION: HeaderName = HeaderName::from_static("x-tapgate-assertion");
+    pub const X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+    pub const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+    pub const X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
+    pub const X_GOOG_USER_EMAIL: HeaderName =
+        HeaderName::from_static("x-goog-authenticated-user-email");
+    pub const X_GOOG_USER_ID: HeaderName = HeaderName::from_static("x-goog-authenticated-user-id");
+    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+}
+
 pub struct Upstream {
     /// One pool per serving thread (crate::connections::worker_index), so
     /// that a request never borrows a connection another thread drives.
@@ -79,6 +101,26 @@ impl Upstream {
         })
     }
 
+    /// The path and query to ask the upstream for: the upstream URL's path,
+    /// then the request's. Without a base path the request's own go on as
+    /// they are (a clone shares their bytes).
+    fn target(
+        &self,
+        requested: Option<&http::uri::PathAndQuery>,
+    ) -> Result<http::uri::PathAndQuery, HttpError> {
+        match requested {
+            Some(pq) if self.base_path.is_empty() => Ok(pq.clone()),
+            pq => format!("{}{}", self.base_path, pq.map_or("/", |p| p.as_str()))
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| {
+                    HttpError::bad_request(
+                        "bad-request-target",
+                        format!("The request path cannot be forwarded: {e}"),
+                    )
+                }),
+        }
+    }
+
     pub async fn forward(
         &self,
         mut req: Request<Body>,
@@ -86,11 +128,11 @@ impl Upstream {
         id: &Identity,
     ) -> Result<Response<Body>, HttpError> {
         let _ = fwd.permitted.rule();
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path_and_query = self.target(req.uri().path_and_query())?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .path_and_query(path_and_query)
             .build()
             .map_err(|e| {
                 HttpError::bad_request(
@@ -111,7 +153,7 @@ impl Upstream {
         // X-Forwarded-*: append the peer to any chain a load balancer set.
         let mut xff = String::with_capacity(64);
         if let Some(prev) = headers
-            .get("x-forwarded-for")
+            .get(names::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .filter(|p| !p.is_empty())
         {
@@ -120,18 +162,18 @@ impl Upstream {
         }
         let _ = write!(xff, "{}", fwd.client_addr.ip());
         if let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(xff)) {
-            headers.insert("x-forwarded-for", v);
+            headers.insert(names::X_FORWARDED_FOR, v);
         }
         headers.insert(
-            "x-forwarded-proto",
+            names::X_FORWARDED_PROTO,
             HeaderValue::from_static(id.forwarded_proto),
         );
         if let Some(h) = original_host {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(names::X_FORWARDED_HOST, h);
         }
         headers.insert(header::HOST, self.host_header.clone());
         if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
-            headers.insert("x-request-id", v);
+            headers.insert(names::X_REQUEST_ID, v);
         }
 
         if let Some(s) = fwd.session {
@@ -145,24 +187,24 @@ impl Upstream {
                     if let Ok(v) =
                         HeaderValue::from_str(&format!("accounts.google.com:{}", p.email))
                     {
-                        headers.insert("x-goog-authenticated-user-email", v);
+                        headers.insert(names::X_GOOG_USER_EMAIL, v);
                     }
                     if let Ok(v) =
                         HeaderValue::from_str(&format!("accounts.google.com:{}", p.subject))
                     {
-                        headers.insert("x-goog-authenticated-user-id", v);
+                        headers.insert(names::X_GOOG_USER_ID, v);
                     }
                 }
                 if id.oauth2_proxy {
-                    headers.insert("x-auth-request-user", user.clone());
-                    headers.insert("x-auth-request-email", email.clone());
-                    headers.insert("x-auth-request-groups", roles.clone());
+                    headers.insert(names::X_AUTH_REQUEST_USER, user.clone());
+                    headers.insert(names::X_AUTH_REQUEST_EMAIL, email.clone());
+                    headers.insert(names::X_AUTH_REQUEST_GROUPS, roles.clone());
                 }
-                headers.insert("x-tapgate-user", user);
-                headers.insert("x-tapgate-email", email);
-                headers.insert("x-tapgate-roles", roles);
+                headers.insert(names::X_TAPGATE_USER, user);
+                headers.insert(names::X_TAPGATE_EMAIL, email);
+                headers.insert(names::X_TAPGATE_ROLES, roles);
                 if let Some(a) = fwd.assertion {
-                    headers.insert("x-tapgate-assertion", a);
+                    headers.insert(names::X_TAPGATE_ASSERTION, a);
                 }
             }
         }
@@ -257,8 +299,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     ] {
         h.remove(name);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    h.remove(names::KEEP_ALIVE);
+    h.remove(names::PROXY_CONNECTION);
 }
 
 /// Headers an upstream might read as identity: ours, and those of the
@@ -371,6 +413,20 @@ mod tests {
         ] {
             assert!(!is_identity_header(n), "{n}");
         }
+    }
+
+    #[test]
+    fn the_upstream_path_prefixes_the_requested_one() {
+        let t = Duration::from_secs(1);
+        let target = |base: &str, requested: &str| {
+            let up = Upstream::new(&url::Url::parse(base).unwrap(), t, t).unwrap();
+            let pq: http::uri::PathAndQuery = requested.parse().unwrap();
+            up.target(Some(&pq)).unwrap().as_str().to_owned()
+        };
+        assert_eq!(target("http://127.0.0.1:9", "/a/b?x=1"), "/a/b?x=1");
+        assert_eq!(target("http://127.0.0.1:9/", "/a?x=1"), "/a?x=1");
+        assert_eq!(target("http://127.0.0.1:9/base", "/a?x=1"), "/base/a?x=1");
+        assert_eq!(target("http://127.0.0.1:9/base/", "/"), "/base/");
     }
 
     #[test]
