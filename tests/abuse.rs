@@ -12,7 +12,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tapgate::audit::AuditEvent;
 
 const LOGIN_OPTIONS: &str = "/.tapgate/api/login/options";
 const LOGIN_VERIFY: &str = "/.tapgate/api/login/verify";
@@ -48,15 +47,6 @@ fn request_id(reply: &Reply) -> String {
     reply.header("x-request-id").expect("x-request-id").into()
 }
 
-fn events(gate: &TestGate, name: &str) -> Vec<AuditEvent> {
-    gate.app
-        .audit
-        .captured()
-        .into_iter()
-        .filter(|e| e.event == name)
-        .collect()
-}
-
 // ------------------------------------------------------------ per address
 
 #[tokio::test]
@@ -78,7 +68,7 @@ async fn past_the_burst_an_address_gets_429_with_retry_after_and_one_audit_line(
     for _ in 0..20 {
         assert_limited(&gate.post(LOGIN_OPTIONS, &json!({})).await);
     }
-    let audited = events(&gate, "rate_limited");
+    let audited = gate.audit_events("rate_limited");
     assert_eq!(audited.len(), 1, "{audited:?}");
     let ev = &audited[0];
     assert_eq!(ev.reason.as_deref(), Some("rate-limited"));
@@ -108,15 +98,7 @@ async fn every_ceremony_endpoint_spends_the_same_address_budget_before_its_body_
         REGISTER_OPTIONS,
         REGISTER_VERIFY,
     ] {
-        let r = gate
-            .send(
-                gate.http
-                    .post(gate.url(path))
-                    .header("origin", &gate.origin)
-                    .header("content-type", "application/json")
-                    .body("{not json"),
-            )
-            .await;
+        let r = gate.post_body(path, "{not json").await;
         assert_limited(&r);
     }
     // Pages, keys and health are not ceremonies.
@@ -158,7 +140,7 @@ async fn x_forwarded_for_cannot_choose_the_bucket_unless_a_proxy_is_trusted() {
             r.ok_json();
         }
     }
-    let audited = events(&gate, "rate_limited");
+    let audited = gate.audit_events("rate_limited");
     assert_eq!(audited[0].ip.as_deref(), Some("127.0.0.1"));
 }
 
@@ -184,7 +166,7 @@ async fn behind_a_trusted_proxy_the_address_it_appended_is_the_bucket() {
     from("203.0.113.9, 198.51.100.2").await.ok_json();
     // Without the header (not through the proxy): the peer's budget.
     gate.post(LOGIN_OPTIONS, &json!({})).await.ok_json();
-    let audited = events(&gate, "rate_limited");
+    let audited = gate.audit_events("rate_limited");
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(audited[0].ip.as_deref(), Some("198.51.100.1"));
 }
@@ -210,7 +192,7 @@ async fn behind_a_trusted_proxy_every_audit_event_names_the_client_not_the_proxy
         .await;
     assert_eq!(refused.status.as_u16(), 400, "{}", refused.text());
     for name in ["login", "request_refused"] {
-        let audited = events(&gate, name);
+        let audited = gate.audit_events(name);
         assert_eq!(audited.len(), 1, "{name}: {audited:?}");
         assert_eq!(audited[0].ip.as_deref(), Some("198.51.100.7"), "{name}");
     }
@@ -248,7 +230,7 @@ async fn one_email_is_limited_and_the_refusal_does_not_tell_who_is_registered() 
     gate.login_options(&json!({ "email": "carl@example.com" }))
         .await;
     gate.login_options(&json!({})).await;
-    let audited = events(&gate, "rate_limited");
+    let audited = gate.audit_events("rate_limited");
     assert_eq!(audited.len(), 2, "{audited:?}");
     assert_eq!(audited[0].email.as_deref(), Some("ann@example.com"));
     assert_eq!(audited[0].detail.as_deref(), Some("per-account"));
@@ -522,65 +504,34 @@ mod binary {
     //! loop's, which the in-process harness does not use.
 
     use super::*;
-    use std::process::{Child, Command, Stdio};
-
-    const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
 
     struct Demo {
-        child: Child,
+        _child: Running,
         _dir: tempfile::TempDir,
         addr: std::net::SocketAddr,
     }
 
-    impl Drop for Demo {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
     async fn demo() -> Demo {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut c = Command::new(BIN);
-        c.current_dir(dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TAPGATE_") || k == "PORT" {
-                c.env_remove(k);
-            }
-        }
-        let child = c
-            .arg("demo")
+        let port = free_port();
+        let mut c = tapgate(dir.path());
+        c.arg("demo")
             .env("PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tapgate demo");
+            .env("RUST_LOG", "warn");
         let demo = Demo {
-            child,
+            _child: Running::spawn(c),
             _dir: dir,
             addr: ([127, 0, 0, 1], port).into(),
         };
-        let gate = Gate::new(demo.addr);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = gate.http.get(gate.url("/.tapgate/healthz")).send().await
-                && r.status().is_success()
-            {
-                return demo;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tapgate demo not healthy within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_healthy(
+            &Gate::new(demo.addr),
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            "tapgate demo",
+            String::new,
+        )
+        .await;
+        demo
     }
 
     fn request_with_headers(extra: &str) -> String {

@@ -324,15 +324,7 @@ async fn malformed_json_is_400_invalid_json_on_every_ceremony_endpoint() {
         LOGIN_OPTIONS,
         LOGIN_VERIFY,
     ] {
-        let r = gate
-            .send(
-                gate.http
-                    .post(gate.url(path))
-                    .header("origin", &gate.origin)
-                    .header("content-type", "application/json")
-                    .body("{\"invite\": \"abc\""),
-            )
-            .await;
+        let r = gate.post_body(path, "{\"invite\": \"abc\"").await;
         r.assert_error(400, "invalid-json");
     }
 }

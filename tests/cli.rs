@@ -7,166 +7,9 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
-
-/// The binary with a clean environment for configuration: no inherited
-/// `TAPGATE_*` or `PORT`.
-fn tapgate(cwd: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(cwd);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
-            c.env_remove(k);
-        }
-    }
-    c.env("RUST_LOG", "info");
-    c
-}
-
-/// Run to completion, at most 30 s.
-fn run(mut c: Command) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn tapgate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tapgate did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
-/// A long-running child whose stdout lines are collected; killed on drop.
-struct Running {
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn spawn(mut c: Command) -> Running {
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn tapgate");
-        let out: Arc<Mutex<Vec<String>>> = Arc::default();
-        let err: Arc<Mutex<String>> = Arc::default();
-        let stdout = child.stdout.take().expect("stdout");
-        let o = out.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                o.lock().unwrap().push(line);
-            }
-        });
-        let mut stderr = child.stderr.take().expect("stderr");
-        let e = err.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                e.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Running { child, out, err }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// The first stdout line matching `pred`, waiting at most `secs`.
-    async fn wait_line(&mut self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "tapgate exited ({status}) before printing {what}\nstdout:\n{}\nstderr:\n{}",
-                    self.lines().join("\n"),
-                    self.err.lock().unwrap()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no {what} within {secs} s\nstdout:\n{}\nstderr:\n{}",
-                    self.lines().join("\n"),
-                    self.err.lock().unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Audit events printed so far.
-    fn audit(&self) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["log_type"] == "audit")
-            .collect()
-    }
-
-    /// The audit event with these field values, waiting at most 5 s.
-    async fn audit_event(&self, fields: &[(&str, &str)]) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(ev) = self
-                .audit()
-                .into_iter()
-                .find(|ev| fields.iter().all(|(k, v)| ev[*k] == *v))
-            {
-                return ev;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no audit event with {fields:?}; audit so far:\n{}",
-                    self.audit()
-                        .iter()
-                        .map(Value::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn is_invite_line(line: &str, port: u16) -> bool {
     let prefix = format!("http://localhost:{port}/.tapgate/register?invite=");
@@ -174,17 +17,9 @@ fn is_invite_line(line: &str, port: u16) -> bool {
         .is_some_and(|t| !t.is_empty() && !t.chars().any(char::is_whitespace))
 }
 
-async fn wait_healthy(gate: &Gate) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = gate.http.get(gate.url("/.tapgate/healthz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "demo not healthy within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_demo_healthy(gate: &Gate) {
+    let (within, poll) = (Duration::from_secs(20), Duration::from_millis(50));
+    wait_healthy(gate, within, poll, "demo", String::new).await;
 }
 
 fn check_audit_common(ev: &Value) {
@@ -220,7 +55,7 @@ async fn demo_prints_an_invite_guards_the_upstream_and_audits_every_ceremony() {
         .wait_line(30, "the invite URL", |l| is_invite_line(l, port))
         .await;
     let gate = Gate::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    wait_healthy(&gate).await;
+    wait_demo_healthy(&gate).await;
     let r = gate.get("/.tapgate/healthz", &[]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
     assert!(
@@ -316,7 +151,7 @@ async fn demo_prints_an_invite_guards_the_upstream_and_audits_every_ceremony() {
         "member",
     ])
     .env("PORT", port.to_string());
-    let out = run(c);
+    let out = run_bounded(c);
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -363,7 +198,7 @@ async fn demo_prints_an_invite_guards_the_upstream_and_audits_every_ceremony() {
         .wait_line(30, "the sign-in hint", |l| l.starts_with("Sign in at "))
         .await;
     assert!(!again.lines().iter().any(|l| is_invite_line(l, port)));
-    wait_healthy(&gate).await;
+    wait_demo_healthy(&gate).await;
     let r = gate
         .get("/after-restart", &[("cookie", &session.cookie())])
         .await;
@@ -404,7 +239,7 @@ fn admin_invite_refuses_bad_arguments_with_exit_2() {
     ] {
         let mut c = tapgate(dir.path());
         c.args(args);
-        let out = run(c);
+        let out = run_bounded(c);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         assert!(
             out.stdout.is_empty(),
@@ -443,7 +278,7 @@ path = "/y"
     .unwrap();
     let mut c = tapgate(dir.path());
     c.args(["check", "--config", "bad.toml"]);
-    let out = run(c);
+    let out = run_bounded(c);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for key in [
@@ -471,14 +306,14 @@ path = "/y"
     std::fs::write(dir.path().join("typo.toml"), "[sesion]\nttl = \"1h\"\n").unwrap();
     let mut c = tapgate(dir.path());
     c.args(["check", "--config", "typo.toml"]);
-    let out = run(c);
+    let out = run_bounded(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sesion"));
 
     // A missing file.
     let mut c = tapgate(dir.path());
     c.args(["check", "--config", "missing.toml"]);
-    assert_eq!(run(c).status.code(), Some(2));
+    assert_eq!(run_bounded(c).status.code(), Some(2));
 }
 
 #[test]
@@ -516,7 +351,7 @@ allow_roles = ["member", "admin"]
     .unwrap();
     let mut c = tapgate(dir.path());
     c.args(["check", "--config", "good.toml"]);
-    let out = run(c);
+    let out = run_bounded(c);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
@@ -526,7 +361,7 @@ allow_roles = ["member", "admin"]
     let mut c = tapgate(dir.path());
     c.args(["check", "--config", "good.toml"])
         .env("TAPGATE_SESSION__TTL", "forever");
-    let out = run(c);
+    let out = run_bounded(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("session.ttl: "));
 }
@@ -555,7 +390,7 @@ fn admin_out(dir: &Path, port: u16, args: &[&str], json: bool) -> Output {
     if json {
         c.arg("--json");
     }
-    run(c)
+    run_bounded(c)
 }
 
 /// The audit lines an admin command printed on stderr.
@@ -569,28 +404,8 @@ fn cli_audit(out: &Output) -> Vec<Value> {
 
 /// GET /app with `session` until the demo refuses it; at most 2 s.
 async fn refused_within_2s(gate: &Gate, session: &Session) -> Duration {
-    let started = Instant::now();
-    loop {
-        let r = gate
-            .get(
-                "/app",
-                &[
-                    ("cookie", &session.cookie()),
-                    ("accept", "application/json"),
-                ],
-            )
-            .await;
-        if r.status == 401 {
-            r.assert_error(401, "session-revoked");
-            return started.elapsed();
-        }
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "still accepted after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(2), Duration::from_millis(25));
+    refused_since(gate, session, Instant::now(), limit, poll).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +422,7 @@ async fn issue_4_the_admin_cli_runs_the_whole_key_lifecycle_against_a_running_de
         .wait_line(30, "the invite URL", |l| is_invite_line(l, port))
         .await;
     let gate = Gate::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    wait_healthy(&gate).await;
+    wait_demo_healthy(&gate).await;
     gate.register(&mut SoftKey::new(), &invite_token(&invite_url))
         .await;
     let d = dir.path();
@@ -863,53 +678,16 @@ async fn issue_4_the_admin_cli_runs_the_whole_key_lifecycle_against_a_running_de
 
 #[tokio::test]
 async fn issue_4_the_admin_cli_works_against_postgresql() {
-    use sqlx::Connection;
-    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut admin = match tokio::time::timeout(
-        Duration::from_secs(3),
-        sqlx::PgConnection::connect(&base),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("PostgreSQL at {base} is required but unreachable")
-        }
-        _ => {
-            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
-            return;
-        }
+    let Some(schema) = PgSchema::create("tg_cli").await else {
+        return;
     };
-    // A fresh schema per run, dropped at the end.
-    let schema = format!(
-        "tg_cli_{}",
-        tapgate::crypto::random_bytes(6)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let config = dir.path().join("tapgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "public_url = \"https://app.example.com\"\nupstream = \"http://127.0.0.1:9\"\n\
-             [store]\nurl = \"{base}{sep}options=-c%20search_path%3D{schema}\"\n\
-             [keys]\nsigning_key_file = \"/unused\"\n"
-        ),
-    )
-    .unwrap();
+    let config = store_config(dir.path(), "tapgate.toml", &schema.url());
     let cfg = config.to_str().unwrap();
     let admin_pg = |args: &[&str]| {
         let mut c = tapgate(dir.path());
         c.arg("admin").args(args).args(["--config", cfg, "--json"]);
-        run(c)
+        run_bounded(c)
     };
     let out = admin_pg(&[
         "invites",
@@ -941,10 +719,7 @@ async fn issue_4_the_admin_cli_works_against_postgresql() {
         let out = admin_pg(&["users", "disable", "nobody@example.com"]);
         assert_eq!(out.status.code(), Some(1));
     });
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    schema.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }
@@ -995,45 +770,14 @@ fn store_config(dir: &Path, name: &str, url: &str) -> std::path::PathBuf {
 /// without --force and replaced (all of it) with it.
 #[tokio::test]
 async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
-    use sqlx::Connection;
     use tapgate::model::{CredentialId, Email, Role, Subject};
     use tapgate::store::{CredentialRecord, InviteRecord, SqliteStore, Store, UserRecord};
-    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut admin = match tokio::time::timeout(
-        Duration::from_secs(3),
-        sqlx::PgConnection::connect(&base),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("PostgreSQL at {base} is required but unreachable")
-        }
-        _ => {
-            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
-            return;
-        }
+    let Some(schema) = PgSchema::create("tg_export").await else {
+        return;
     };
-    let schema = format!(
-        "tg_export_{}",
-        tapgate::crypto::random_bytes(6)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let pg = store_config(
-        d,
-        "pg.toml",
-        &format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-    );
+    let pg = store_config(d, "pg.toml", &schema.url());
     let demo_db = d.join("demo.db");
     let lite = store_config(d, "lite.toml", &format!("sqlite://{}", demo_db.display()));
     let back = store_config(
@@ -1124,7 +868,7 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         };
         let mut migrate = tapgate(d);
         migrate.arg("migrate").arg("--config").arg(&pg);
-        let out = ok(run(migrate), "migrate");
+        let out = ok(run_bounded(migrate), "migrate");
         assert_eq!(String::from_utf8_lossy(&out).trim(), "schema version 3");
 
         let from_lite = ok(
@@ -1214,10 +958,7 @@ async fn issue_5_export_import_round_trips_sqlite_postgresql_sqlite() {
         assert_eq!(replaced["invites"], json!([]));
         assert_eq!(replaced["users"], snap["users"]);
     });
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    schema.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }

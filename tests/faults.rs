@@ -26,20 +26,10 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tapgate::model::CredentialId;
 use tapgate::store::{SqliteStore, Store};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("address")
-        .port()
-}
 
 /// A number in `lo..hi` from the system's randomness (the moment of each
 /// kill; printed, so a failing run says what it did).
@@ -61,7 +51,7 @@ struct Serve {
     dir: PathBuf,
     config: PathBuf,
     port: u16,
-    child: Option<Child>,
+    child: Option<Logged>,
     starts: u32,
     /// `TAPGATE_…` overrides for every start.
     env: Vec<(String, String)>,
@@ -81,9 +71,7 @@ impl Serve {
     }
 
     fn with_store(dir: &Path, upstream: &str, store_url: &str) -> Serve {
-        let key = Command::new(BIN).arg("keygen").output().expect("keygen");
-        assert!(key.status.success(), "{key:?}");
-        std::fs::write(dir.join("signing-key.pem"), &key.stdout).expect("write the key");
+        write_signing_key(&dir.join("signing-key.pem"));
         let port = free_port();
         let config = dir.join("tapgate.toml");
         std::fs::write(
@@ -113,53 +101,32 @@ impl Serve {
 
     /// The binary with this configuration and no inherited `TAPGATE_*`.
     fn command(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.current_dir(&self.dir);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
-                c.env_remove(k);
-            }
-        }
-        c.env("RUST_LOG", "info");
-        c
+        clean_command(&self.bin, &self.dir)
     }
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open the log");
         let mut c = self.command();
         c.arg("serve")
             .arg("--config")
             .arg(&self.config)
             .env("TAPGATE_LISTEN", format!("127.0.0.1:{}", self.port))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        self.child = Some(c.spawn().expect("spawn tapgate serve"));
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.child = Some(Logged::spawn(c, &self.log_path()));
         self.starts += 1;
     }
 
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
+    /// SIGKILL and reap (dropping the [`Logged`] child does both).
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.take();
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.child.as_ref().expect("running").pid()
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(Logged::exited)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -248,26 +215,6 @@ impl Serve {
         let mut key = SoftKey::new();
         let session = self.gate().register(&mut key, &invite).await;
         (key, session)
-    }
-}
-
-/// Run to completion, at most 30 s.
-fn run_bounded(mut c: Command) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn tapgate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tapgate did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -844,38 +791,12 @@ async fn issue_7_kill_9_during_writes_leaves_no_half_record_and_loses_no_acknowl
 /// `TAPGATE_REQUIRE_POSTGRES=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_7_kill_9_during_writes_on_postgresql() {
-    use sqlx::Connection;
-    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut admin = match tokio::time::timeout(
-        Duration::from_secs(3),
-        sqlx::PgConnection::connect(&base),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("PostgreSQL at {base} is required but unreachable")
-        }
-        _ => {
-            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
-            return;
-        }
+    let Some(schema) = PgSchema::create("tg_faults").await else {
+        return;
     };
-    let schema = format!(
-        "tg_faults_{}",
-        tapgate::crypto::random_bytes(6)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create the schema");
-    let mut url = url::Url::parse(&base).expect("PostgreSQL URL");
+    let mut url = url::Url::parse(&schema.base).expect("PostgreSQL URL");
     url.query_pairs_mut()
-        .append_pair("options", &format!("-c search_path={schema}"))
+        .append_pair("options", &format!("-c search_path={}", schema.name))
         .append_pair("pool_max", "4");
     let outcome = tokio::spawn(async move {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -883,10 +804,7 @@ async fn issue_7_kill_9_during_writes_on_postgresql() {
         kill_9_rounds(Serve::with_store(dir.path(), &upstream.url(), url.as_str())).await;
     })
     .await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .expect("drop the schema");
+    schema.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -1147,49 +1065,11 @@ async fn issue_7_sqlite_locked_by_another_writer_is_503_for_ceremonies_and_recov
 /// browsers), and back to 200 as soon as it listens again, with no
 /// restart of tapgate. (`tests/proxy.rs` has the in-process 502 and the
 /// slow upstream's 504.)
-/// A loopback TCP relay that can be cut (the port closed and every
-/// relayed connection dropped, as when the upstream's process dies) and
-/// started again on the same port.
-struct Relay {
-    port: u16,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(port: u16, to: SocketAddr) -> Relay {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the relay");
-        let port = listener.local_addr().expect("address").port();
-        let task = tokio::spawn(async move {
-            // Owned here: aborting the task drops every connection.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                conns.spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        });
-        Relay { port, task }
-    }
-
-    async fn cut(self) -> u16 {
-        self.task.abort();
-        let _ = self.task.await;
-        self.port
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_upstream_down_is_502_with_request_id_and_recovers_without_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let upstream = Upstream::start().await;
-    let relay = Relay::start(0, upstream.addr).await;
+    let relay = Relay::start(0, (upstream.addr.ip().to_string(), upstream.addr.port())).await;
     let mut serve = Serve::new(dir.path(), &format!("http://127.0.0.1:{}", relay.port));
     serve.start();
     serve.wait_ready().await;
@@ -1222,7 +1102,7 @@ async fn issue_7_upstream_down_is_502_with_request_id_and_recovers_without_resta
     assert_ne!(v["request_id"].as_str(), Some(rid.as_str()));
 
     // Back on the same address: served again by the same process.
-    let relay = Relay::start(port, upstream.addr).await;
+    let relay = Relay::start(port, (upstream.addr.ip().to_string(), upstream.addr.port())).await;
     let back = Instant::now();
     loop {
         let r = gate.get_as("/app", &session).await;

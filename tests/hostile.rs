@@ -723,15 +723,7 @@ async fn a_body_that_is_not_utf8_is_invalid_json() {
         let mut body = br#"{"credential":{"id":""#.to_vec();
         body.extend([0xff, 0xfe, 0xc3, 0x28]);
         body.extend(br#""},"ceremony":"x"}"#);
-        let r = gate
-            .send(
-                gate.http
-                    .post(gate.url(path))
-                    .header("origin", &gate.origin)
-                    .header("content-type", "application/json")
-                    .body(body),
-            )
-            .await;
+        let r = gate.post_body(path, body).await;
         r.assert_error(400, "invalid-json");
     }
 }
@@ -1252,103 +1244,37 @@ mod binary {
     //! request id the client was shown.
 
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::Mutex;
-    use std::time::Instant;
 
-    const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
-
+    /// `tapgate demo` in a directory of its own, its stdout collected.
     struct Demo {
-        child: Child,
-        lines: Arc<Mutex<Vec<String>>>,
+        run: Running,
         _dir: tempfile::TempDir,
         port: u16,
-    }
-
-    impl Drop for Demo {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 
     impl Demo {
         fn spawn(upstream: &str) -> Demo {
             let dir = tempfile::tempdir().unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut c = Command::new(BIN);
-            c.current_dir(dir.path());
-            for (k, _) in std::env::vars() {
-                if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
-                    c.env_remove(k);
-                }
-            }
+            let port = free_port();
+            let mut c = tapgate(dir.path());
             c.arg("demo")
                 .env("PORT", port.to_string())
                 .env("TAPGATE_UPSTREAM", upstream)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null());
-            let mut child = c.spawn().expect("spawn tapgate demo");
-            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-            let out = child.stdout.take().unwrap();
-            let l = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    l.lock().unwrap().push(line);
-                }
-            });
+                .env("RUST_LOG", "warn");
             Demo {
-                child,
-                lines,
+                run: Running::spawn(c),
                 _dir: dir,
                 port,
             }
         }
 
-        async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                    return l.clone();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no {what} within 30 s; stdout:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+            self.run.wait_line(30, what, pred).await
         }
 
         /// The audit event for this request id (waiting at most 5 s).
         async fn audit_for(&self, request_id: &str) -> Value {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let found = self
-                    .lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .find(|v| v["log_type"] == "audit" && v["request_id"] == request_id);
-                if let Some(v) = found {
-                    return v;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no audit line for request {request_id}; stdout:\n{}",
-                    self.lines.lock().unwrap().join("\n")
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            self.run.audit_event(&[("request_id", request_id)]).await
         }
     }
 
@@ -1370,7 +1296,7 @@ mod binary {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hostile_ceremonies_are_audited_with_their_reason() {
         let upstream = Upstream::start().await;
-        let demo = Demo::spawn(&upstream.url());
+        let mut demo = Demo::spawn(&upstream.url());
         let prefix = format!("http://localhost:{}/.tapgate/register?invite=", demo.port);
         let invite_url = demo
             .wait_for("the invite URL", |l| l.starts_with(&prefix))
@@ -1433,20 +1359,12 @@ mod binary {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refusals_before_the_ceremony_handler_are_audited_too() {
         let upstream = Upstream::start().await;
-        let demo = Demo::spawn(&upstream.url());
+        let mut demo = Demo::spawn(&upstream.url());
         let prefix = format!("http://localhost:{}/.tapgate/", demo.port);
         demo.wait_for("the invite URL", |l| l.starts_with(&prefix))
             .await;
         let gate = Gate::new(SocketAddr::from(([127, 0, 0, 1], demo.port)));
-        let r = gate
-            .send(
-                gate.http
-                    .post(gate.url(LOGIN_VERIFY))
-                    .header("origin", &gate.origin)
-                    .header("content-type", "application/json")
-                    .body(vec![b'{', 0xff, b'}']),
-            )
-            .await;
+        let r = gate.post_body(LOGIN_VERIFY, vec![b'{', 0xff, b'}']).await;
         audited(&demo, r, 400, "invalid-json", "").await;
         let r = gate
             .send(

@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 
 const ACCOUNT: &str = "/.tapgate/api/account";
 
-fn audit_events(gate: &TestGate, name: &str) -> Vec<tapgate::audit::AuditEvent> {
-    gate.app
-        .audit
-        .captured()
-        .into_iter()
-        .filter(|e| e.event == name)
-        .collect()
-}
-
 fn key_path(id: &str, action: &str) -> String {
     format!("{ACCOUNT}/keys/{id}/{action}")
 }
@@ -38,20 +29,14 @@ fn digest_of(key: &SoftKey) -> String {
 /// GET `path` with `session` until it is refused, at most `limit`;
 /// returns how long the refusal took to arrive.
 async fn refused_within(gate: &Gate, session: &Session, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let r = gate.get_as("/app", session).await;
-        if r.status == 401 {
-            r.assert_error(401, "session-revoked");
-            return started.elapsed();
-        }
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert!(
-            started.elapsed() < limit,
-            "the session was still accepted after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_since(
+        gate,
+        session,
+        Instant::now(),
+        limit,
+        Duration::from_millis(20),
+    )
+    .await
 }
 
 /// A user with two keys: (first key, backup key, session of the first,
@@ -116,7 +101,7 @@ async fn issue_4_revoking_a_key_on_one_instance_ends_its_sessions_on_another_wit
     b.get_as("/app", &s1)
         .await
         .assert_error(401, "session-revoked");
-    let ev = &audit_events(&b, "session_refused")[0];
+    let ev = &b.audit_events("session_refused")[0];
     assert_eq!(ev.credential.as_deref(), Some(digest_of(&first).as_str()));
 }
 
@@ -152,7 +137,7 @@ async fn issue_4_disabling_a_user_ends_their_sessions_everywhere_and_refuses_sig
     b.login_verify(&cred, opts["ceremony"].as_str().unwrap())
         .await
         .assert_error(403, "user-disabled");
-    let ev = &audit_events(&a, "user_disabled")[0];
+    let ev = &a.audit_events("user_disabled")[0];
     assert_eq!(
         ev.actor.as_deref(),
         Some(admin.body["subject"].as_str().unwrap())
@@ -171,7 +156,7 @@ async fn issue_4_disabling_a_user_ends_their_sessions_everywhere_and_refuses_sig
     )
     .await
     .ok_json();
-    assert_eq!(audit_events(&a, "user_enabled").len(), 1);
+    assert_eq!(a.audit_events("user_enabled").len(), 1);
     let fresh = b.login(&mut key).await;
     b.app.refresh_revocations().await.unwrap();
     assert_eq!(b.get_as("/app", &fresh).await.status, 200);
@@ -280,7 +265,8 @@ async fn issue_4_adding_a_key_needs_a_recent_tap_and_excludes_the_existing_keys(
     .assert_error(400, "ceremony-invalid");
     let _ = first;
 
-    let added: Vec<_> = audit_events(&gate, "key_added")
+    let added: Vec<_> = gate
+        .audit_events("key_added")
         .into_iter()
         .filter(|e| e.outcome == Some(tapgate::audit::Outcome::Success))
         .collect();
@@ -360,7 +346,7 @@ async fn issue_4_the_account_lists_renames_and_revokes_keys_and_guards_the_last_
     .await
     .assert_error(400, "nickname-invalid");
     assert_eq!(
-        audit_events(&gate, "key_renamed")[0].credential.as_deref(),
+        gate.audit_events("key_renamed")[0].credential.as_deref(),
         Some(digest_of(&first).as_str())
     );
 
@@ -395,7 +381,7 @@ async fn issue_4_the_account_lists_renames_and_revokes_keys_and_guards_the_last_
         id_of(&first).as_str(),
         "revoked keys last"
     );
-    let ev = &audit_events(&gate, "key_revoked")[0];
+    let ev = &gate.audit_events("key_revoked")[0];
     assert_eq!(ev.actor, ev.subject);
     assert_eq!(ev.credential.as_deref(), Some(digest_of(&first).as_str()));
 
@@ -510,13 +496,13 @@ async fn issue_4_a_recovery_invite_adds_a_key_to_the_same_identity_and_may_revok
     assert_eq!(login.body["subject"], subject.as_str());
 
     // Audited: who made the invite, and what the recovery did.
-    let made_ev = &audit_events(&gate, "recovery_invite_created")[0];
+    let made_ev = &gate.audit_events("recovery_invite_created")[0];
     assert_eq!(made_ev.actor.as_deref(), root.body["subject"].as_str());
     assert_eq!(made_ev.subject.as_deref(), Some(subject.as_str()));
-    let added = &audit_events(&gate, "key_added")[0];
+    let added = &gate.audit_events("key_added")[0];
     assert_eq!(added.detail.as_deref(), Some("recovery-invite"));
     assert_eq!(added.subject.as_deref(), Some(subject.as_str()));
-    let revoked = &audit_events(&gate, "key_revoked")[0];
+    let revoked = &gate.audit_events("key_revoked")[0];
     assert_eq!(
         revoked.credential.as_deref(),
         Some(digest_of(&lost).as_str())
@@ -579,7 +565,7 @@ async fn issue_4_the_admin_api_needs_the_admin_role_a_session_and_our_origin() {
     )
     .await
     .assert_error(403, "admin-role-missing");
-    assert_eq!(audit_events(&gate, "admin_denied").len(), 2);
+    assert_eq!(gate.audit_events("admin_denied").len(), 2);
     // A write from another site is refused before it reaches the handler.
     gate.send(
         gate.http
@@ -666,7 +652,7 @@ async fn issue_4_admins_grant_and_revoke_roles_revoke_keys_and_end_sessions() {
     assert_eq!(r["roles"], json!(["member", "ops"]));
     gate.app.refresh_revocations().await.unwrap();
     assert_eq!(gate.get_as("/app", &s1).await.status, 200);
-    let ev = &audit_events(&gate, "role_granted")[0];
+    let ev = &gate.audit_events("role_granted")[0];
     assert_eq!(ev.detail.as_deref(), Some("role ops"));
     assert_eq!(ev.actor.as_deref(), root.body["subject"].as_str());
     // Taking one away ends them (they carry the roles).
@@ -677,7 +663,7 @@ async fn issue_4_admins_grant_and_revoke_roles_revoke_keys_and_end_sessions() {
     gate.get_as("/app", &s1)
         .await
         .assert_error(401, "session-revoked");
-    assert_eq!(audit_events(&gate, "role_revoked").len(), 1);
+    assert_eq!(gate.audit_events("role_revoked").len(), 1);
     let s3 = gate.login(&mut backup).await;
     assert_eq!(jwt_payload(&s3.token)["roles"], json!(["ops"]));
     gate.post_as(&user_path("roles"), &json!({ "grant": "Bad Role" }), &root)
@@ -717,7 +703,7 @@ async fn issue_4_admins_grant_and_revoke_roles_revoke_keys_and_end_sessions() {
         .await
         .assert_error(401, "session-revoked");
     assert_eq!(gate.get_as("/app", &s3).await.status, 200);
-    let ev = &audit_events(&gate, "key_revoked")[0];
+    let ev = &gate.audit_events("key_revoked")[0];
     assert_eq!(ev.actor.as_deref(), root.body["subject"].as_str());
     assert_eq!(
         ev.target.as_deref(),
@@ -740,7 +726,7 @@ async fn issue_4_admins_grant_and_revoke_roles_revoke_keys_and_end_sessions() {
         .await
         .assert_error(401, "session-revoked");
     let _ = s2;
-    assert_eq!(audit_events(&gate, "sessions_revoked").len(), 1);
+    assert_eq!(gate.audit_events("sessions_revoked").len(), 1);
     gate.post_as(
         "/.tapgate/api/admin/users/u_nobody/disable",
         &json!({}),
@@ -817,8 +803,8 @@ async fn issue_4_admins_create_list_and_cancel_invites_with_a_qr_code() {
             .iter()
             .any(|i| i["state"] == "cancelled")
     );
-    assert_eq!(audit_events(&gate, "invite_created").len(), 1);
-    let ev = &audit_events(&gate, "invite_cancelled")[0];
+    assert_eq!(gate.audit_events("invite_created").len(), 1);
+    let ev = &gate.audit_events("invite_cancelled")[0];
     assert_eq!(ev.actor.as_deref(), root.body["subject"].as_str());
     assert_eq!(ev.email.as_deref(), Some("new@example.com"));
 
@@ -858,7 +844,8 @@ async fn issue_4_a_cloned_key_is_refused_and_audited_with_its_digest() {
     gate.login_verify(&cred, opts["ceremony"].as_str().unwrap())
         .await
         .assert_error(400, "sign-count-regressed");
-    let failed: Vec<_> = audit_events(&gate, "login")
+    let failed: Vec<_> = gate
+        .audit_events("login")
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("sign-count-regressed"))
         .collect();

@@ -16,101 +16,22 @@ use common::*;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tapgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `tapgate serve` child, killed on drop; its output goes to files.
-struct Instance {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Instance {
-    fn start(dir: &Path, name: &str, config: &Path, port: u16) -> Instance {
-        let mut c = Command::new(BIN);
-        c.current_dir(dir);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TAPGATE_") || k == "PORT" || k == "K_REVISION" {
-                c.env_remove(k);
-            }
-        }
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        c.arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("TAPGATE_LISTEN", format!("127.0.0.1:{port}"))
-            // One key signs in dozens of times in seconds here; the rate
-            // limits have their own tests (tests/abuse.rs).
-            .env("TAPGATE_LIMITS__ENABLED", "false")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        Instance {
-            child: c.spawn().expect("spawn tapgate serve"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A loopback TCP relay to PostgreSQL that can be cut (every connection
-/// dropped, the port closed) and restored on the same port.
-struct Relay {
-    port: u16,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(port: u16, upstream: (String, u16)) -> Relay {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                conns.spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-            }
-        });
-        Relay { port, task }
-    }
-
-    async fn cut(self) -> u16 {
-        self.task.abort();
-        let _ = self.task.await;
-        self.port
-    }
+/// A `tapgate serve` child, killed on drop; its output goes to
+/// `DIR/NAME.log`.
+fn start_instance(dir: &Path, name: &str, config: &Path, port: u16) -> Logged {
+    let mut c = tapgate(dir);
+    c.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("TAPGATE_LISTEN", format!("127.0.0.1:{port}"))
+        // One key signs in dozens of times in seconds here; the rate
+        // limits have their own tests (tests/abuse.rs).
+        .env("TAPGATE_LIMITS__ENABLED", "false");
+    Logged::spawn(c, &dir.join(format!("{name}.log")))
 }
 
 /// Both instances as one public origin (`http://localhost:PORT_A`, the
@@ -126,59 +47,21 @@ impl RoundRobin {
     }
 }
 
-async fn wait_healthy(gate: &Gate, inst: &Instance) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = gate.http.get(gate.url("/.tapgate/healthz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance not healthy within 30 s:\n{}",
-            inst.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_instance_healthy(gate: &Gate, inst: &Logged) {
+    let (within, poll) = (Duration::from_secs(30), Duration::from_millis(50));
+    wait_healthy(gate, within, poll, "instance", || {
+        format!(":\n{}", inst.log())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_5_three_processes_share_one_postgresql() {
-    use sqlx::Connection;
-    let base = std::env::var("TAPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut admin = match tokio::time::timeout(
-        Duration::from_secs(3),
-        sqlx::PgConnection::connect(&base),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        _ if std::env::var("TAPGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("PostgreSQL at {base} is required but unreachable")
-        }
-        _ => {
-            eprintln!("SKIP: PostgreSQL at {base} is unreachable (run scripts/ensure-postgres)");
-            return;
-        }
+    let Some(schema) = PgSchema::create("tg_scale").await else {
+        return;
     };
-    let schema = format!(
-        "tg_scale_{}",
-        tapgate::crypto::random_bytes(6)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(scenario(base, schema.clone())).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let outcome = tokio::spawn(scenario(schema.base.clone(), schema.name.clone())).await;
+    schema.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -204,8 +87,7 @@ async fn scenario(base: String, schema: String) {
         .append_pair("options", &format!("-c search_path={schema}"))
         .append_pair("pool_max", "4");
 
-    let key = Command::new(BIN).arg("keygen").output().unwrap();
-    std::fs::write(d.join("signing-key.pem"), &key.stdout).unwrap();
+    write_signing_key(&d.join("signing-key.pem"));
     let (pa, pb) = (free_port(), free_port());
     let public = format!("http://localhost:{pa}");
     let config = d.join("tapgate.toml");
@@ -221,18 +103,18 @@ async fn scenario(base: String, schema: String) {
     .unwrap();
     let pc = free_port();
     // All start at once: the migrations' advisory lock serialises them.
-    let ia = Instance::start(d, "a", &config, pa);
-    let ib = Instance::start(d, "b", &config, pb);
-    let ic = Instance::start(d, "c", &config, pc);
+    let ia = start_instance(d, "a", &config, pa);
+    let ib = start_instance(d, "b", &config, pb);
+    let ic = start_instance(d, "c", &config, pc);
     let gate = |port: u16| {
         let mut g = Gate::new(SocketAddr::from(([127, 0, 0, 1], port)));
         g.origin = public.clone();
         g
     };
     let (a, b, c) = (gate(pa), gate(pb), gate(pc));
-    wait_healthy(&a, &ia).await;
-    wait_healthy(&b, &ib).await;
-    wait_healthy(&c, &ic).await;
+    wait_instance_healthy(&a, &ia).await;
+    wait_instance_healthy(&b, &ib).await;
+    wait_instance_healthy(&c, &ic).await;
     let rr = RoundRobin {
         gates: vec![a.clone(), b.clone(), c.clone()],
         next: AtomicUsize::new(0),
@@ -343,19 +225,8 @@ async fn scenario(base: String, schema: String) {
         .ok_json();
     let answered = started.elapsed();
     let refused_on = |g: Gate, s2: Session| async move {
-        loop {
-            let r = g.get_as("/app", &s2).await;
-            if r.status == 401 {
-                r.assert_error(401, "session-revoked");
-                return started.elapsed();
-            }
-            assert_eq!(r.status, 200, "{}", r.text());
-            assert!(
-                started.elapsed() < Duration::from_secs(2),
-                "still accepted after 2 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (limit, poll) = (Duration::from_secs(2), Duration::from_millis(5));
+        refused_since(&g, &s2, started, limit, poll).await
     };
     let (on_b, on_c) = tokio::join!(refused_on(b.clone(), s2.clone()), refused_on(c.clone(), s2));
     println!(
@@ -439,7 +310,7 @@ async fn scenario(base: String, schema: String) {
 
     // Every audit event every instance logged (the outage's refusals
     // included) reaches the one record, in one gap-free order.
-    let logged = |inst: &Instance| -> Vec<String> {
+    let logged = |inst: &Logged| -> Vec<String> {
         inst.log()
             .lines()
             .filter(|l| l.starts_with('{') && l.contains(r#""log_type":"audit""#))

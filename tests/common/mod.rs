@@ -13,7 +13,28 @@
 //!   authenticator sign for another relying party.
 //! - [`Gate`] is the HTTP side (a browser-like client: `Origin` on POSTs,
 //!   cookies by hand), shared with the CLI tests that drive the real binary.
+//! - [`process`]: the real `tapgate` binary as a child (clean environment,
+//!   bounded runs, free ports, killed on drop, healthz); [`postgres`]: the
+//!   test PostgreSQL and a private schema per test; [`relay`]: a TCP relay
+//!   that can be cut.
+//!
+//! Every test binary compiles this module and uses a part of it, hence
+//! `allow(dead_code)` (it covers the submodules too) and `allow(unused_imports)`
+//! on the re-exports.
 #![allow(dead_code)]
+
+pub mod postgres;
+pub mod process;
+pub mod relay;
+
+// Re-exported for `use common::*`; a test binary that uses none of them
+// would otherwise warn.
+#[allow(unused_imports)]
+pub use postgres::PgSchema;
+#[allow(unused_imports)]
+pub use process::*;
+#[allow(unused_imports)]
+pub use relay::Relay;
 
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -436,6 +457,19 @@ impl Gate {
         self.post_with(path, body, &[]).await
     }
 
+    /// A POST like [`Gate::post`] whose body is sent as given (it need not
+    /// be JSON, or even UTF-8).
+    pub async fn post_body(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("origin", &self.origin)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
     pub async fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
         let mut rb = self
             .http
@@ -580,6 +614,31 @@ impl Gate {
 }
 
 /// The token of an invite URL (`…/.tapgate/register?invite=TOKEN`).
+/// GET /app with `session` every `poll` until `gate` refuses it
+/// (401 `session-revoked`); panics if it is still accepted `limit` after
+/// `started`. Returns the time from `started` to the refusal.
+pub async fn refused_since(
+    gate: &Gate,
+    session: &Session,
+    started: std::time::Instant,
+    limit: Duration,
+    poll: Duration,
+) -> Duration {
+    loop {
+        let r = gate.get_as("/app", session).await;
+        if r.status == 401 {
+            r.assert_error(401, "session-revoked");
+            return started.elapsed();
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            started.elapsed() < limit,
+            "the session was still accepted after {limit:?}"
+        );
+        tokio::time::sleep(poll).await;
+    }
+}
+
 pub fn invite_token(url: &str) -> String {
     url.split_once("?invite=")
         .map(|(_, t)| t.to_owned())
@@ -780,6 +839,16 @@ impl TestGate {
 }
 
 impl TestGate {
+    /// The audit events named `name` this gate has recorded so far.
+    pub fn audit_events(&self, name: &str) -> Vec<tapgate::audit::AuditEvent> {
+        self.app
+            .audit
+            .captured()
+            .into_iter()
+            .filter(|e| e.event == name)
+            .collect()
+    }
+
     /// A session token for the same user as `session`, issued by this gate
     /// at `iat` for `ttl` seconds and with the last tap at `auth_time`.
     pub fn session_at(&self, session: &Session, iat: u64, ttl: u64, auth_time: u64) -> Session {
