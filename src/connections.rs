@@ -27,7 +27,6 @@
 //! byte) or reading a head (then the header timeout applies from that byte).
 
 use crate::config::ServerLimits;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -44,12 +43,40 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+/// What serves the requests of a connection: `server::Front` (or, in a
+/// test, any router).
+pub trait Handler:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Handler for T where
+    T: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Accept connections on `listener` and serve `router` on each until
 /// `shutdown` resolves; then stop accepting, let every connection finish
 /// its current request, and return when all are closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: impl Handler,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -212,14 +239,14 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    router: impl Handler,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
-        io: stream,
+        io: Some(stream),
         activity: activity.clone(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -253,8 +280,16 @@ async fn connection(
         tokio::select! {
             biased;
             result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection closed with an error");
+                match result {
+                    // A client too slow to send its head gets no more time.
+                    Err(e) if is_head_timeout(e.as_ref()) => {
+                        tracing::debug!(%peer, "connection closed: request head not complete within server.header_read_timeout");
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection closed with an error");
+                        activity.linger.store(true, Ordering::Relaxed);
+                    }
+                    Ok(()) => activity.linger.store(true, Ordering::Relaxed),
                 }
                 break;
             }
@@ -284,6 +319,59 @@ async fn connection(
     }
 }
 
+fn is_head_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
+}
+
+/// How long, and for how many bytes, a closed connection's socket is still
+/// read ([`linger`]); and how many sockets may linger at once.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_SOCKETS: usize = 1024;
+static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Close a client's socket the way nginx's `lingering_close` does: say we
+/// are done writing, then read and discard what the client still sends
+/// (for at most [`LINGER_TIME`], [`LINGER_QUIET`] without data, and
+/// [`LINGER_BYTES`]) before closing. A socket closed with unread data is
+/// reset by the kernel, and a client still sending a request body that was
+/// answered without being read (a 413, or a 401 before an upload) would
+/// then see the reset instead of the answer.
+fn linger(stream: TcpStream) {
+    let mut probe = [0u8; 1];
+    // The client has closed its side: nothing can be lost.
+    if matches!(stream.try_read(&mut probe), Ok(0)) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= LINGER_SOCKETS {
+        // Too many at once (a flood of refused uploads): close now.
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    runtime.spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let quiet = tokio::time::Instant::now() + LINGER_QUIET;
+            match tokio::time::timeout_at(deadline.min(quiet), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+        drop(stream);
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
 /// What a connection has done, for its timers. Plain counters and a
 /// timestamp: one relaxed store per read or write.
 struct Activity {
@@ -294,6 +382,9 @@ struct Activity {
     writes: AtomicU64,
     /// Milliseconds after `accepted` of the last read or write.
     last_ms: AtomicU64,
+    /// Set when the connection ends other than by a timeout: then its
+    /// socket lingers ([`linger`]) rather than being closed at once.
+    linger: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -303,6 +394,7 @@ impl Activity {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            linger: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -317,10 +409,30 @@ impl Activity {
     }
 }
 
-/// The client's socket, counting what passes through it.
+/// The client's socket, counting what passes through it. `None` only
+/// once dropped (the socket then goes to [`linger`]).
 struct Watched {
-    io: TcpStream,
+    io: Option<TcpStream>,
     activity: Arc<Activity>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take()
+            && self.activity.linger.load(Ordering::Relaxed)
+        {
+            linger(io);
+        }
+    }
+}
+
+impl Watched {
+    fn io(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        self.io
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
 }
 
 impl AsyncRead for Watched {
@@ -331,7 +443,10 @@ impl AsyncRead for Watched {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let r = match this.io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.reads.fetch_add(1, Ordering::Relaxed);
             this.activity.touch();
@@ -347,7 +462,10 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        let r = match this.io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         this.wrote(&r);
         r
     }
@@ -358,21 +476,30 @@ impl AsyncWrite for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let r = match this.io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         this.wrote(&r);
         r
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        match self.get_mut().io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        match self.get_mut().io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

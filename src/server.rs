@@ -536,8 +536,17 @@ async fn static_asset(Path(file): Path<String>) -> Response {
 /// then stop accepting, finish the requests in flight and return. Slow and
 /// idle clients are cut off by the `[server]` limits (crate::connections).
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
+    serve_until(listener, app, shutdown_signal()).await
+}
+
+/// [`serve`] until `shutdown` resolves (tests serve this way).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let limits = app.config.server;
-    crate::connections::serve(listener, router(app), limits, shutdown_signal()).await
+    crate::connections::serve(listener, router(app), limits, shutdown).await
 }
 
 async fn shutdown_signal() {

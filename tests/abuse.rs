@@ -2,10 +2,10 @@
 //! an unfinished ceremony costs the server, and the size bounds on request
 //! headers and bodies.
 //!
-//! The limit tests run the real router in-process ([`TestGate`]) with a
-//! `[limits]` section of their own (the harness turns limits off for the
-//! other suites). The size tests also run the real binary (`tapgate demo`),
-//! so that hyper's own limits are those of the production serve loop.
+//! The limit tests run the real serving stack in-process ([`TestGate`])
+//! with a `[limits]` section of their own (the harness turns limits off for
+//! the other suites). The size tests also run the real binary (`tapgate
+//! demo`): its command line and configuration, not only its serve loop.
 
 mod common;
 
@@ -497,11 +497,49 @@ async fn a_declared_length_over_64_kib_is_413_before_the_body_is_sent() {
     assert!(answer.contains("body-too-large"), "{answer}");
 }
 
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_the_answer_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = TestGate::start().await;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let head = format!(
+        "POST {LOGIN_OPTIONS} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        4 * 1024 * 1024
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The 413 is sent, and the server is done with the connection, before
+    // the body is read; the client, like most, goes on sending it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    for _ in 0..8 {
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    // A socket closed with unread data is reset: the client would see
+    // that rather than the answer. The server reads and discards instead.
+    assert_eq!(
+        sent,
+        8 * chunk.len(),
+        "the server cut the client off: {answer}"
+    );
+    assert!(read.is_ok(), "{read:?} after: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body-too-large"), "{answer}");
+}
+
 // ------------------------------------------------------------ sizes (the binary)
 
 mod binary {
-    //! `tapgate demo` as a child process: hyper's limits are the serve
-    //! loop's, which the in-process harness does not use.
+    //! `tapgate demo` as a child process: the limits as the command line
+    //! and the demo's configuration set them.
 
     use super::*;
 

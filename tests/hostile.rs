@@ -1,5 +1,5 @@
 //! Issue 7's hostile ceremony corpus and token forgeries, through the real
-//! router: the cases tests/ceremonies.rs, tests/proxy.rs and tests/policy.rs
+//! serving stack: the cases tests/ceremonies.rs, tests/proxy.rs and tests/policy.rs
 //! do not already cover (docs/security.md has the whole table, with where
 //! each case lives). Every case asserts the 4xx, the stable reason code and
 //! a message for people (`Reply::assert_error`), and that nothing reached
@@ -12,7 +12,7 @@
 //! so each refusal below differs from an accepted answer by the one edit it
 //! names.
 //!
-//! [`OwnGate`] is the same router with a signing key the test knows: it
+//! [`OwnGate`] is the same stack with a signing key the test knows: it
 //! forges tokens with the real key (wrong `iss`/`aud`, an `iat` in the
 //! future, HS256 keyed with the public key). The last tests run the binary
 //! and read the audit lines of refusals from its stdout.
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tapgate::config::{Config, Mode};
 use tapgate::model::{CredentialId, Email, Role, Subject};
-use tapgate::server::{App, router};
+use tapgate::server::{App, serve_until};
 use tapgate::store::{DynStore, SqliteStore};
 use tapgate::token::SigningKey;
 
@@ -905,7 +905,7 @@ async fn a_chain_ending_at_an_attackers_root_is_not_accepted_as_hardware() {
 
 // ------------------------------------------------------------ OwnGate
 
-/// The real router with a signing key this test knows.
+/// The real serving stack with a signing key this test knows.
 struct OwnGate {
     gate: Gate,
     app: Arc<App>,
@@ -942,9 +942,10 @@ impl OwnGate {
         let config = Config::from_sources(Mode::Serve, Some(&toml), &[]).unwrap();
         let pem = SigningKey::generate_pem();
         let app = App::with_parts(config, SigningKey::from_pem(&pem).unwrap(), store).unwrap();
-        let svc = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // The serving stack of `tapgate serve`: its serve loop and front.
+        let serving = app.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, svc).await;
+            let _ = serve_until(listener, serving, std::future::pending()).await;
         });
         OwnGate {
             gate,

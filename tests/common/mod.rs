@@ -1,6 +1,7 @@
-//! `TestGate`: the real router in-process, in front of a recording upstream,
-//! driven over real HTTP by real WebAuthn ceremonies (1Password's software
-//! authenticator, `passkey-authenticator` + `passkey-client`).
+//! `TestGate`: the real serving stack in-process (serve loop, front,
+//! router), in front of a recording upstream, driven over real HTTP by real
+//! WebAuthn ceremonies (1Password's software authenticator,
+//! `passkey-authenticator` + `passkey-client`).
 //!
 //! - [`TestGate::start`] binds tapgate on 127.0.0.1:0 with
 //!   `public_url = http://localhost:PORT` (the client pins `localhost` to that
@@ -51,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tapgate::config::{Config, Mode};
 use tapgate::model::{Email, Role};
-use tapgate::server::{App, router};
+use tapgate::server::{App, serve_until};
 use tapgate::store::{DynStore, SqliteStore};
 use tapgate::token::SigningKey;
 
@@ -647,7 +648,7 @@ pub fn invite_token(url: &str) -> String {
 
 // ---------------------------------------------------------------- TestGate
 
-/// The real router in-process, in front of a recording [`Upstream`].
+/// The real serving stack in-process, in front of a recording [`Upstream`].
 pub struct TestGate {
     pub gate: Gate,
     pub app: Arc<App>,
@@ -773,9 +774,10 @@ impl TestGate {
             .unwrap_or_else(|e| panic!("test config:\n{toml}\n{e}"));
         let key = SigningKey::from_pem(&shared.key_pem).expect("signing key");
         let app = App::with_parts(config, key, shared.store.clone()).expect("assemble the app");
-        let svc = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // The serving stack of `tapgate serve`: its serve loop and front.
+        let serving = app.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, svc).await;
+            let _ = serve_until(listener, serving, std::future::pending()).await;
         });
         TestGate {
             gate,
