@@ -353,12 +353,24 @@ pub async fn proxy(
         .extensions_mut()
         .remove::<RequestCtx>()
         .unwrap_or_default();
+    proxy_request(&app, client, ctx, req).await
+}
+
+/// The gate and the upstream for one request: what [`proxy`] does, called
+/// directly by the serving front (`server::Front`) for every path that is
+/// not tapgate's own.
+pub async fn proxy_request(
+    app: &Arc<App>,
+    client: SocketAddr,
+    ctx: RequestCtx,
+    req: Request<Body>,
+) -> Response {
     let path = match normalised_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     let now = now_unix();
-    let p = presented(&app, req.headers(), now);
+    let p = presented(app, req.headers(), now);
     let request = crate::policy::Request {
         host: request_host(req.headers(), false),
         method: req.method(),
@@ -376,7 +388,7 @@ pub async fn proxy(
         target,
         client,
     };
-    let permitted = match apply_decision(&app, &ctx, decision, &p, &asked) {
+    let permitted = match apply_decision(app, &ctx, decision, &p, &asked) {
         Verdict::Allow(permitted) => permitted,
         Verdict::Respond(r) => return r,
     };

@@ -366,100 +366,206 @@ const REFUSED_BEFORE_HANDLER: &[&str] = &[
 ];
 
 async fn request_context(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    // The id goes into the request (for handlers) and the response header;
-    // it is base64url and hex, so always a valid header value.
-    let id = next_request_id();
-    let id_header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
-    let wants_html = gate::is_navigation(req.method(), req.headers());
-    let method = req.method().clone();
-    // A clone of the parsed URI shares its bytes: no copy of the path.
-    let uri = req.uri().clone();
-    let path = uri.path();
-    let start = Instant::now();
-    let own_write = method == Method::POST && path.starts_with("/.tapgate/");
-    let trusted_proxies = app.limits.trusted_proxies();
-    let client = own_write.then(|| {
-        let ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|c| {
-                crate::ratelimit::client_addr(req.headers(), c.0.ip(), trusted_proxies).to_string()
-            });
-        let ua = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect::<String>());
-        (ip, ua)
-    });
-    req.extensions_mut().insert(RequestCtx {
-        id,
-        trusted_proxies,
-    });
-    let id = id_header.to_str().unwrap_or("-");
-    let mut response = match canonical_host(&app, &req) {
+    let (started, ctx) = Started::begin(&app, &req);
+    req.extensions_mut().insert(ctx);
+    let response = match canonical_host(&app, &req) {
         Some(redirect) => redirect,
         None => next.run(req).await,
     };
-    if let Some(err) = response.extensions_mut().remove::<HttpError>() {
-        if let Some((ip, user_agent)) = client
-            && REFUSED_BEFORE_HANDLER.contains(&err.code)
-        {
-            let mut ev =
-                crate::audit::AuditEvent::new("request_refused", crate::audit::Outcome::Failure);
-            ev.reason = Some(err.code.to_owned());
-            ev.route = Some(path.to_owned());
-            ev.ip = ip;
-            ev.user_agent = user_agent;
-            ev.request_id = Some(id.to_owned());
-            app.audit.record(ev);
-        }
-        let level_detail = err.internal.as_deref().unwrap_or("");
-        match err.fault {
-            crate::error::Fault::Client => {
-                tracing::info!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, "request refused")
-            }
-            _ => {
-                tracing::warn!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, detail = level_detail, fault = ?err.fault, "request failed")
-            }
-        }
-        let mut rendered = if wants_html {
-            let title = match err.status {
-                StatusCode::FORBIDDEN => "Access denied",
-                StatusCode::NOT_FOUND => "Not found",
-                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-                    "The service is not answering"
-                }
-                s if s.is_server_error() => "Something went wrong",
-                _ => "This request cannot be completed",
-            };
-            let action = if err.status == StatusCode::FORBIDDEN {
-                ("/.tapgate/account", "Your account")
-            } else {
-                ("/", "Go to the start page")
-            };
-            pages::error_page(err.status, title, &err.message, id, action)
-        } else {
-            let mut r = (
-                err.status,
-                [(header::CONTENT_TYPE, "application/json")],
-                crate::error::json_body(err.code, &err.message, id),
-            )
-                .into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
+    started.finish(&app, response)
+}
+
+/// What the outermost layer notes about a request before it is handled,
+/// to log it and render its error (if any) afterwards.
+struct Started {
+    id_header: HeaderValue,
+    wants_html: bool,
+    method: Method,
+    uri: axum::http::Uri,
+    start: Instant,
+    /// For a POST to our own endpoints: the client's address and user
+    /// agent, for the audit line of a refusal made before the handler.
+    client: Option<(Option<String>, Option<String>)>,
+}
+
+impl Started {
+    /// The request id (into the returned context, for handlers, and the
+    /// response header) and what [`Started::finish`] needs.
+    fn begin(app: &App, req: &Request) -> (Started, RequestCtx) {
+        // The id is base64url and hex, so always a valid header value.
+        let id = next_request_id();
+        let id_header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"));
+        let method = req.method().clone();
+        // A clone of the parsed URI shares its bytes: no copy of the path.
+        let uri = req.uri().clone();
+        let own_write = method == Method::POST && uri.path().starts_with("/.tapgate/");
+        let trusted_proxies = app.limits.trusted_proxies();
+        let client = own_write.then(|| {
+            let ip = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| {
+                    crate::ratelimit::client_addr(req.headers(), c.0.ip(), trusted_proxies)
+                        .to_string()
+                });
+            let ua = req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>());
+            (ip, ua)
+        });
+        let started = Started {
+            id_header,
+            wants_html: gate::is_navigation(&method, req.headers()),
+            method,
+            uri,
+            start: Instant::now(),
+            client,
         };
-        for (k, v) in err.headers {
-            rendered.headers_mut().append(k, v);
-        }
-        response = rendered;
+        (
+            started,
+            RequestCtx {
+                id,
+                trusted_proxies,
+            },
+        )
     }
-    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
-    response
-        .headers_mut()
-        .insert(crate::upstream::names::X_REQUEST_ID, id_header);
-    response
+
+    /// Render an error the handler returned (JSON or page), audit a
+    /// refusal made before a handler, log, and name the request id.
+    fn finish(self, app: &App, mut response: Response) -> Response {
+        let Started {
+            id_header,
+            wants_html,
+            method,
+            uri,
+            start,
+            client,
+        } = self;
+        let path = uri.path();
+        let id = id_header.to_str().unwrap_or("-");
+        if let Some(err) = response.extensions_mut().remove::<HttpError>() {
+            if let Some((ip, user_agent)) = client
+                && REFUSED_BEFORE_HANDLER.contains(&err.code)
+            {
+                let mut ev = crate::audit::AuditEvent::new(
+                    "request_refused",
+                    crate::audit::Outcome::Failure,
+                );
+                ev.reason = Some(err.code.to_owned());
+                ev.route = Some(path.to_owned());
+                ev.ip = ip;
+                ev.user_agent = user_agent;
+                ev.request_id = Some(id.to_owned());
+                app.audit.record(ev);
+            }
+            let level_detail = err.internal.as_deref().unwrap_or("");
+            match err.fault {
+                crate::error::Fault::Client => {
+                    tracing::info!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, "request refused")
+                }
+                _ => {
+                    tracing::warn!(request_id = %id, %method, %path, status = err.status.as_u16(), code = err.code, detail = level_detail, fault = ?err.fault, "request failed")
+                }
+            }
+            let mut rendered = if wants_html {
+                let title = match err.status {
+                    StatusCode::FORBIDDEN => "Access denied",
+                    StatusCode::NOT_FOUND => "Not found",
+                    StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                        "The service is not answering"
+                    }
+                    s if s.is_server_error() => "Something went wrong",
+                    _ => "This request cannot be completed",
+                };
+                let action = if err.status == StatusCode::FORBIDDEN {
+                    ("/.tapgate/account", "Your account")
+                } else {
+                    ("/", "Go to the start page")
+                };
+                pages::error_page(err.status, title, &err.message, id, action)
+            } else {
+                let mut r = (
+                    err.status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    crate::error::json_body(err.code, &err.message, id),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            };
+            for (k, v) in err.headers {
+                rendered.headers_mut().append(k, v);
+            }
+            response = rendered;
+        }
+        tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
+        response
+            .headers_mut()
+            .insert(crate::upstream::names::X_REQUEST_ID, id_header);
+        response
+    }
+}
+
+/// What every connection is served by. A request for any path but
+/// tapgate's own goes straight to the gate (`gate::proxy_request`), with
+/// the same request id, error rendering and log line as the router's
+/// outermost layer gives; that skips the route match and the boxed
+/// middleware for the requests that are most of the traffic. Tapgate's own
+/// paths, and every path in the demo (which redirects other host names to
+/// the public one first), go through [`router`].
+#[derive(Clone)]
+pub struct Front {
+    app: Arc<App>,
+    router: Router,
+}
+
+impl Front {
+    pub fn new(app: Arc<App>) -> Front {
+        Front {
+            router: router(app.clone()),
+            app,
+        }
+    }
+}
+
+/// `/.tapgate` and everything under `/.tapgate/`: what the router nests.
+fn is_own_path(path: &str) -> bool {
+    path.strip_prefix("/.tapgate")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if self.app.config.canonical_host_redirect || is_own_path(req.uri().path()) {
+            return Box::pin(tower::Service::call(&mut self.router, req));
+        }
+        let app = self.app.clone();
+        Box::pin(async move {
+            let client = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+            let (started, ctx) = Started::begin(&app, &req);
+            let response = gate::proxy_request(&app, client, ctx, req).await;
+            Ok(started.finish(&app, response))
+        })
+    }
 }
 
 /// Demo: a request under another host name (e.g. 127.0.0.1) is sent to
@@ -546,7 +652,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = app.config.server;
-    crate::connections::serve(listener, router(app), limits, shutdown).await
+    crate::connections::serve(listener, Front::new(app), limits, shutdown).await
 }
 
 async fn shutdown_signal() {
@@ -566,4 +672,34 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_path;
+
+    #[test]
+    fn own_paths_are_what_the_router_nests_under_dot_tapgate() {
+        for own in [
+            "/.tapgate",
+            "/.tapgate/",
+            "/.tapgate/auth",
+            "/.tapgate/api/me",
+        ] {
+            assert!(is_own_path(own), "{own}");
+        }
+        // Everything else is the upstream's (and goes through the gate,
+        // which refuses the encoded and doubled forms itself).
+        for other in [
+            "/",
+            "/.tapgatex",
+            "/.tapgate.json",
+            "/app/.tapgate/auth",
+            "//.tapgate/auth",
+            "/.tapgate%2fauth",
+            "/.TAPGATE/auth",
+        ] {
+            assert!(!is_own_path(other), "{other}");
+        }
+    }
 }
