@@ -8,11 +8,13 @@ use crate::policy::Permitted;
 use crate::token::CachedSession;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Header names of the hot path, parsed once: a name given as `&str` is
 /// parsed and validated again on every use.
@@ -37,15 +39,37 @@ pub mod names {
 }
 
 pub struct Upstream {
-    /// One pool per serving thread (crate::connections::worker_index), so
-    /// that a request never borrows a connection another thread drives.
-    clients: Vec<Client<HttpConnector, Body>>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// Idle keep-alive connections, one pool per serving thread
+    /// (crate::connections::worker_index): a request borrows a connection
+    /// its own thread drives, and the lock is never contended.
+    pools: Arc<Vec<Mutex<VecDeque<Idle>>>>,
+    /// Host and port to connect to (resolved on every new connection).
+    host: String,
+    port: u16,
     /// Path prefix of the upstream URL without trailing '/' ("" for none).
     base_path: String,
     host_header: HeaderValue,
     timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// An HTTP/1 connection to the upstream that can take a request, and when
+/// it was last given back.
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A connection unused this long is closed (the upstream's own keep-alive
+/// timeout is usually shorter, and then it is gone already).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per serving thread; more are closed.
+const MAX_IDLE: usize = 1024;
+
+/// Why a request could not be sent, for [`Upstream::forward`]'s 502 / 504.
+enum SendError {
+    Connect(String),
+    Request(hyper::Error),
 }
 
 /// What the gate knows about the request, for the forwarded headers.
@@ -72,32 +96,35 @@ impl Upstream {
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Upstream, String> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let clients = (0..crate::connections::worker_count())
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .build(http.clone())
-            })
-            .collect();
+        if url.scheme() != "http" {
+            return Err(format!(
+                "upstream URL: only http:// is supported, not {}://",
+                url.scheme()
+            ));
+        }
         let uri: Uri = url
             .as_str()
             .parse()
             .map_err(|e| format!("upstream URL: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or("upstream URL has no scheme")?;
         let authority = uri.authority().cloned().ok_or("upstream URL has no host")?;
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        // `[::1]` in a URL is the address `::1`.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let pools = (0..crate::connections::worker_count())
+            .map(|_| Mutex::new(VecDeque::new()))
+            .collect();
         Ok(Upstream {
-            clients,
-            scheme,
-            authority,
+            pools: Arc::new(pools),
+            host,
+            port: authority.port_u16().unwrap_or(80),
             base_path: url.path().trim_end_matches('/').to_owned(),
             host_header,
             timeout,
+            connect_timeout,
         })
     }
 
@@ -128,18 +155,8 @@ impl Upstream {
         id: &Identity,
     ) -> Result<Response<Body>, HttpError> {
         let _ = fwd.permitted.rule();
-        let path_and_query = self.target(req.uri().path_and_query())?;
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| {
-                HttpError::bad_request(
-                    "bad-request-target",
-                    format!("The request path cannot be forwarded: {e}"),
-                )
-            })?;
+        // Origin form ("/path?query"): what an HTTP/1 request line carries.
+        let uri = Uri::from(self.target(req.uri().path_and_query())?);
 
         let upgrade = upgrade_protocol(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -215,8 +232,7 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
 
-        let client = &self.clients[crate::connections::worker_index() % self.clients.len()];
-        let response = match tokio::time::timeout(self.timeout, client.request(req)).await {
+        let response = match tokio::time::timeout(self.timeout, self.send(req)).await {
             Err(_) => {
                 return Err(HttpError::upstream(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -226,11 +242,15 @@ impl Upstream {
                 ));
             }
             Ok(Err(e)) => {
+                let detail = match e {
+                    SendError::Connect(e) => format!("connect: {e}"),
+                    SendError::Request(e) => format!("{e:?}"),
+                };
                 return Err(HttpError::upstream(
                     StatusCode::BAD_GATEWAY,
                     "upstream-unavailable",
                     "The service behind tapgate cannot be reached right now. Try again shortly.",
-                    format!("{e:?}"),
+                    detail,
                 ));
             }
             Ok(Ok(r)) => r,
@@ -260,6 +280,119 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+impl Upstream {
+    /// Send `req` on an idle connection of this thread's pool, or on a new
+    /// one. A request the connection did not take (it had just been closed
+    /// by the upstream) is sent again on another; one that was written is
+    /// never sent twice.
+    async fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        let pool = crate::connections::worker_index() % self.pools.len();
+        loop {
+            let (mut sender, reused) = match self.take_idle(pool) {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    self.give_back(pool, sender);
+                    return Ok(response);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used connection that is still open (a pooled
+    /// connection that is not ready has been closed by the upstream);
+    /// connections idle for longer than [`IDLE_TIMEOUT`] are closed.
+    fn take_idle(&self, pool: usize) -> Option<SendRequest<Body>> {
+        let mut idle = self.pools[pool].lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { sender, since }) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Back into the pool once the response body has been read (at once
+    /// for a small body, which arrives with the head).
+    fn give_back(&self, pool: usize, mut sender: SendRequest<Body>) {
+        if sender.is_ready() {
+            put(&self.pools[pool], sender);
+        } else if !sender.is_closed() {
+            let pools = self.pools.clone();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    put(&pools[pool], sender);
+                }
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let connect = async {
+            let mut last = None;
+            for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the host name has no address")
+            }))
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Err(_) => {
+                return Err(SendError::Connect(format!(
+                    "{}:{}: no connection within {:?}",
+                    self.host, self.port, self.connect_timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(SendError::Connect(format!(
+                    "{}:{}: {e}",
+                    self.host, self.port
+                )));
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Request)?;
+        // Driven on this thread; it ends when the upstream closes, when the
+        // sender is dropped (closed idle, or evicted), or after an upgrade.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Return a ready connection to a pool (most recent last). The oldest are
+/// closed when they have been idle too long or the pool is full.
+fn put(pool: &Mutex<VecDeque<Idle>>, sender: SendRequest<Body>) {
+    let now = Instant::now();
+    let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+    while idle
+        .front()
+        .is_some_and(|i| idle.len() >= MAX_IDLE || now.duration_since(i.since) >= IDLE_TIMEOUT)
+    {
+        idle.pop_front();
+    }
+    idle.push_back(Idle { sender, since: now });
 }
 
 fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {

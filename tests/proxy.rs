@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1030,4 +1032,71 @@ async fn a_slow_upstream_is_504_upstream_timeout() {
     .await
     .assert_error(504, "upstream-timeout");
     assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+/// A raw HTTP/1 upstream answering "ok" to bodiless requests; with
+/// `close_each`, it closes every connection after one answer without saying
+/// so (no `Connection: close`), as a server does whose keep-alive timeout
+/// has just run out. The counter counts accepted connections.
+async fn raw_upstream(close_each: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if s.write_all(answer).await.is_err() || close_each {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_kept_alive_connections_costs_no_request() {
+    let (url, connections) = raw_upstream(true).await;
+    let gate = TestGate::start_with("", &[("TAPGATE_UPSTREAM", url.as_str())]).await;
+    let (_, session) = gate.user("ann@example.com", &["member"]).await;
+    for i in 0..30 {
+        let r = gate.get("/again", &[("cookie", &session.cookie())]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok\n");
+        // Now and then straight away, so that a request may be given a
+        // connection that is closing under it.
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 30);
+}
+
+#[tokio::test]
+async fn kept_alive_upstream_connections_are_reused() {
+    let (url, connections) = raw_upstream(false).await;
+    let gate = TestGate::start_with("", &[("TAPGATE_UPSTREAM", url.as_str())]).await;
+    let (_, session) = gate.user("ann@example.com", &["member"]).await;
+    for i in 0..30 {
+        let r = gate.get("/reuse", &[("cookie", &session.cookie())]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    // One idle connection per serving thread at most, not one per request.
+    let opened = connections.load(Ordering::SeqCst);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(opened <= threads, "{opened} connections for 30 requests");
 }
