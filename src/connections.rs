@@ -27,6 +27,7 @@
 //! byte) or reading a head (then the header timeout applies from that byte).
 
 use crate::config::ServerLimits;
+use crate::server::Front;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -43,40 +44,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-/// What serves the requests of a connection: `server::Front` (or, in a
-/// test, any router).
-pub trait Handler:
-    tower::Service<
-        axum::extract::Request,
-        Response = axum::response::Response,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> Handler for T where
-    T: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// Accept connections on `listener` and serve `router` on each until
+/// Accept connections on `listener` and serve `front` on each until
 /// `shutdown` resolves; then stop accepting, let every connection finish
 /// its current request, and return when all are closed.
 pub async fn serve(
     listener: TcpListener,
-    router: impl Handler,
+    front: Front,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -130,11 +103,11 @@ pub async fn serve(
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        let router = router.clone();
+        let front = front.clone();
         let stop = stop_rx.clone();
         workers.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
-                connection(stream, peer, router, limits, stop).await;
+                connection(stream, peer, front, limits, stop).await;
             }
             drop(permit);
         });
@@ -239,7 +212,7 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: impl Handler,
+    front: Front,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -263,7 +236,7 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        tower::Service::call(&mut router.clone(), req)
+        tower::Service::call(&mut front.clone(), req)
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
