@@ -438,15 +438,27 @@ impl CeremonyState {
     }
 }
 
-/// Verified sessions by token digest, with the assertion last signed for
-/// each: the hot path does one SHA-256 and a map lookup instead of an
-/// ES256 verify plus an ES256 sign per request.
+/// Verified sessions, with the assertion last signed for each: the hot
+/// path does a map lookup and a comparison instead of an ES256 verify plus
+/// an ES256 sign per request.
+///
+/// Entries are found by the token's signature segment (86 characters that
+/// differ for every token we sign) and accepted only if the whole token is
+/// the one that was verified: a forged token that reuses a real signature
+/// finds the entry, fails the comparison, and is verified (and refused).
+/// Hashing 86 characters and comparing the rest costs less than a SHA-256
+/// of the whole token did. The comparisons need not be constant-time: the
+/// map finds an entry only for a signature that is already known (a keyed
+/// hash decides which entries a key is compared with), and the header and
+/// payload compared after it are not secret.
 pub struct SessionCache {
-    shards: Vec<std::sync::RwLock<HashMap<[u8; 32], std::sync::Arc<CachedSession>>>>,
+    shards: Vec<std::sync::RwLock<HashMap<Box<str>, std::sync::Arc<CachedSession>>>>,
     max_per_shard: usize,
 }
 
 pub struct CachedSession {
+    /// The token as verified, compared in full on every lookup.
+    token: Box<str>,
     pub claims: SessionClaims,
     pub principal: Principal,
     /// `X-Tapgate-User/Email/Roles` values, built once per session rather
@@ -515,16 +527,23 @@ impl SessionCache {
         }
     }
 
-    /// Verify `token` (cached by digest) and return the session.
+    /// Verify `token` (or find it verified already) and return the session.
     pub fn verify(
         &self,
         ring: &KeyRing,
         token: &str,
         now: u64,
     ) -> Result<std::sync::Arc<CachedSession>, TokenError> {
-        let digest = crate::crypto::sha256(token.as_bytes());
-        let shard = &self.shards[usize::from(digest[0]) % Self::SHARDS];
-        if let Some(hit) = shard.read().unwrap_or_else(|e| e.into_inner()).get(&digest)
+        // "header.payload.signature": the part after the last dot. A token
+        // without one is refused by the verification below.
+        let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
+        let shard = &self.shards
+            [usize::from(signature.as_bytes().first().copied().unwrap_or(0)) % Self::SHARDS];
+        if let Some(hit) = shard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(signature)
+            && *hit.token == *token
             && hit.claims.exp.saturating_add(LEEWAY_SECS) > now
         {
             return Ok(hit.clone());
@@ -532,6 +551,7 @@ impl SessionCache {
         let claims = ring.verify_session(token, now)?;
         let principal = claims.principal();
         let entry = std::sync::Arc::new(CachedSession {
+            token: token.into(),
             identity: IdentityHeaders::of(&principal),
             principal,
             claims,
@@ -546,7 +566,7 @@ impl SessionCache {
                 map.clear();
             }
         }
-        map.insert(digest, entry.clone());
+        map.insert(signature.into(), entry.clone());
         Ok(entry)
     }
 }
@@ -685,6 +705,35 @@ mod tests {
         assert_eq!(s2.assertion(&r, "aud", 1_029, 60), a1);
         assert_ne!(s2.assertion(&r, "aud", 1_030, 60), a1);
         assert!(cache.verify(&r, "garbage", 1_000).is_err());
+    }
+
+    #[test]
+    fn cache_hit_needs_the_whole_token() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let r = ring();
+        let cache = SessionCache::new(64);
+        let (tok, _) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
+        cache.verify(&r, &tok, 1_000).unwrap();
+        // A payload of someone else's (here: admin, another subject) under
+        // the cached token's real signature must not be taken from cache.
+        let (header, rest) = tok.split_once('.').unwrap();
+        let (payload, signature) = rest.rsplit_once('.').unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let mut forged_claims = claims.clone();
+        forged_claims["sub"] = "u_other".into();
+        let forged_payload =
+            tapgate_webauthn::base64url(&serde_json::to_vec(&forged_claims).unwrap());
+        let forged = format!("{header}.{forged_payload}.{signature}");
+        assert_eq!(
+            cache.verify(&r, &forged, 1_001).err(),
+            Some(TokenError::Invalid)
+        );
+        // Nor a token the cached one is a prefix or extension of.
+        assert!(cache.verify(&r, &format!("x{tok}"), 1_001).is_err());
+        // The real one still is.
+        assert!(cache.verify(&r, &tok, 1_002).is_ok());
     }
 
     #[test]
