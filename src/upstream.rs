@@ -475,27 +475,28 @@ pub fn strip_own_credentials(h: &mut HeaderMap, cookie_name: &str, bearer_used: 
         return;
     }
     // The kept cookies, folded into one header, in one allocation.
-    let mut kept = String::new();
+    let mut kept: Vec<u8> = Vec::new();
     for c in h
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
+        .flat_map(|v| crate::gate::cookies(v.as_bytes()))
     {
-        let name = c.split('=').next().unwrap_or("").trim();
+        let name = crate::gate::split_cookie(c)
+            .map_or(c, |(n, _)| n)
+            .trim_ascii();
         if !c.is_empty()
-            && name != cookie_name
-            && !name.starts_with("tapgate_")
-            && !name.starts_with("__Host-tapgate_")
+            && name != cookie_name.as_bytes()
+            && !name.starts_with(b"tapgate_")
+            && !name.starts_with(b"__Host-tapgate_")
         {
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(c);
+            kept.extend_from_slice(c);
         }
     }
     h.remove(header::COOKIE);
+    // Pieces of valid header values joined by "; ": a valid value.
     if !kept.is_empty()
         && let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(kept))
     {
