@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -168,19 +168,22 @@ impl Upstream {
         strip_own_credentials(headers, id.session_cookie, fwd.bearer_used);
 
         // X-Forwarded-*: append the peer to any chain a load balancer set.
-        let mut xff = String::with_capacity(64);
-        if let Some(prev) = headers
+        let peer = client_ip_value(fwd.client_addr.ip());
+        let chain = headers
             .get(names::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
             .filter(|p| !p.is_empty())
-        {
-            xff.push_str(prev);
-            xff.push_str(", ");
-        }
-        let _ = write!(xff, "{}", fwd.client_addr.ip());
-        if let Ok(v) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(xff)) {
-            headers.insert(names::X_FORWARDED_FOR, v);
-        }
+            .map(|prev| {
+                let mut xff = Vec::with_capacity(prev.len() + 2 + peer.len());
+                xff.extend_from_slice(prev.as_bytes());
+                xff.extend_from_slice(b", ");
+                xff.extend_from_slice(peer.as_bytes());
+                HeaderValue::from_maybe_shared(axum::body::Bytes::from(xff))
+            });
+        match chain {
+            // Two valid values joined by ", ": valid.
+            Some(Ok(v)) => headers.insert(names::X_FORWARDED_FOR, v),
+            _ => headers.insert(names::X_FORWARDED_FOR, peer),
+        };
         headers.insert(
             names::X_FORWARDED_PROTO,
             HeaderValue::from_static(id.forwarded_proto),
@@ -395,6 +398,24 @@ fn put(pool: &Mutex<VecDeque<Idle>>, sender: SendRequest<Body>) {
     idle.push_back(Idle { sender, since: now });
 }
 
+/// The client address as a header value, formatted once per serving
+/// thread for the address it last saw: a keep-alive connection, or the load
+/// balancer in front, sends many requests from one address.
+fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, value)) if *seen == ip => value.clone(),
+        _ => {
+            // Digits, dots, colons and hex: always a valid header value.
+            let value = HeaderValue::from_str(&ip.to_string()).expect("an IP address is ASCII");
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
+}
+
 fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
     let wants = h
         .get_all(header::CONNECTION)
@@ -410,18 +431,33 @@ fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// RFC 9110 §7.6.1: connection-specific headers are not forwarded.
+///
+/// One pass over the names finds the ones to drop, so that a request that
+/// carries none (most of them: HTTP/1.1 keep-alive needs no header) costs
+/// no hashing at all.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
+    let mut hop: Vec<HeaderName> = h.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    if hop.is_empty() {
+        return;
+    }
+    if hop.contains(&header::CONNECTION) {
+        hop.extend(
+            h.get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+        );
+    }
+    for name in hop {
         h.remove(name);
     }
-    for name in [
+}
+
+/// The headers RFC 9110 names as connection-specific (and the two that
+/// old clients and proxies send).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    static HOP_BY_HOP: [HeaderName; 9] = [
         header::CONNECTION,
         header::TE,
         header::TRAILER,
@@ -429,11 +465,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::PROXY_AUTHENTICATE,
-    ] {
-        h.remove(name);
-    }
-    h.remove(names::KEEP_ALIVE);
-    h.remove(names::PROXY_CONNECTION);
+        names::KEEP_ALIVE,
+        names::PROXY_CONNECTION,
+    ];
+    HOP_BY_HOP.contains(n)
 }
 
 /// Headers an upstream might read as identity: ours, and those of the
@@ -451,6 +486,10 @@ pub fn is_identity_header(name: &str) -> bool {
         "remote-",
     ];
     const EXACT: &[&str] = &["x-remote-user", "x-webauth-user", "x-user", "x-email"];
+    // Every one starts with 'x' or 'r': most names are settled by a byte.
+    if !name.starts_with(['x', 'r']) {
+        return false;
+    }
     PREFIXES.iter().any(|p| name.starts_with(p)) || EXACT.contains(&name)
 }
 
