@@ -116,20 +116,26 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Paths with dot segments or encoded separators are refused: the policy
 /// matches on the path as written, and the upstream must see the same one.
 pub fn normalised_path(path: &str) -> Result<&str, HttpError> {
-    let lower_has = |needle: &str| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    let bad = !path.starts_with('/')
-        || path.contains("//")
-        || path.contains('\\')
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-        || lower_has("%2e")
-        || lower_has("%2f")
-        || lower_has("%5c")
-        || lower_has("%00");
-    if bad {
+    const ENCODED: [&[u8]; 4] = [b"2e", b"2f", b"5c", b"00"];
+    let b = path.as_bytes();
+    // A backslash, or '%' starting an encoded dot, separator or NUL: the
+    // bytes to look at are found by one vectorised scan (memchr).
+    let escaped = memchr::memchr2_iter(b'%', b'\\', b).any(|i| {
+        b[i] == b'\\'
+            || b.get(i + 1..i + 3)
+                .is_some_and(|h| ENCODED.iter().any(|e| h.eq_ignore_ascii_case(e)))
+    });
+    // After the leading '/': no "." or ".." segment, and no empty one
+    // except the last ("//" inside the path; "/a/" is fine).
+    let mut segments = b.split(|&c| c == b'/').skip(1).peekable();
+    let mut dotted = false;
+    while let Some(seg) = segments.next() {
+        if seg == b"." || seg == b".." || (seg.is_empty() && segments.peek().is_some()) {
+            dotted = true;
+            break;
+        }
+    }
+    if b.first() != Some(&b'/') || escaped || dotted {
         return Err(HttpError::bad_request(
             "path-not-normalised",
             "The request path contains '.', '..', '//', a backslash or an encoded separator. Use the plain path.",
@@ -143,7 +149,7 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
         && headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"))
+            .is_some_and(|a| memchr::memmem::find(a.as_bytes(), b"text/html").is_some())
 }
 
 pub fn login_redirect(rd: &str, reason: Option<&str>) -> Response {
@@ -407,7 +413,7 @@ pub async fn proxy_request(
             .decide(p.session.as_ref().map(|s| &s.principal), &request, now);
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let asked = Asked {
-        navigation: is_navigation(req.method(), req.headers()),
+        navigation: ctx.navigation,
         method: req.method(),
         headers: req.headers(),
         target,
@@ -523,7 +529,18 @@ mod tests {
 
     #[test]
     fn path_normalisation_refuses_tricks() {
-        for ok in ["/", "/a/b", "/a.b/c..d", "/%41"] {
+        for ok in [
+            "/",
+            "/a/b",
+            "/a/",
+            "/a.b/c..d",
+            "/%41",
+            "/%2",
+            "/a%2",
+            "/%20x",
+            "/.well-known/x",
+            "/a/...",
+        ] {
             assert!(normalised_path(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -535,6 +552,14 @@ mod tests {
             "/a\\b",
             "/a/..",
             "/x%00",
+            "/x%5C",
+            "/%2E",
+            "/a/.",
+            "/a//",
+            "/a//b",
+            "",
+            "a/b",
+            "%2f",
         ] {
             assert!(normalised_path(bad).is_err(), "{bad}");
         }

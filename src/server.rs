@@ -51,6 +51,9 @@ pub struct RequestCtx {
     /// `limits.trusted_proxies`, so that audit events name the client
     /// (from `X-Forwarded-For`) rather than the proxy in front.
     pub trusted_proxies: usize,
+    /// A browser navigation (GET or HEAD accepting HTML): refusals send it
+    /// to a page rather than answer with JSON.
+    pub navigation: bool,
 }
 
 pub fn now_unix() -> u64 {
@@ -268,8 +271,24 @@ pub fn instance_tag() -> &'static str {
 /// (in practice) and cheap: no allocation beyond the string, no RNG.
 pub fn next_request_id() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}{n:x}", instance_tag())
+    request_id(
+        instance_tag(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// "{tag}{n:x}", written without the formatting machinery: it runs on
+/// every request.
+fn request_id(tag: &str, n: u64) -> String {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    let mut id = String::with_capacity(tag.len() + digits as usize);
+    id.push_str(tag);
+    for shift in (0..digits).rev() {
+        id.push(char::from(
+            b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize],
+        ));
+    }
+    id
 }
 
 /// THE router. Layers wrap from the inside out: the last `.layer` runs first.
@@ -415,9 +434,10 @@ impl Started {
                 .map(|s| s.chars().take(256).collect::<String>());
             (ip, ua)
         });
+        let navigation = gate::is_navigation(&method, req.headers());
         let started = Started {
             id_header,
-            wants_html: gate::is_navigation(&method, req.headers()),
+            wants_html: navigation,
             method,
             uri,
             start: Instant::now(),
@@ -428,6 +448,7 @@ impl Started {
             RequestCtx {
                 id,
                 trusted_proxies,
+                navigation,
             },
         )
     }
@@ -676,7 +697,14 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::is_own_path;
+    use super::{is_own_path, request_id};
+
+    #[test]
+    fn request_ids_are_the_tag_and_the_counter_in_hex() {
+        for n in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
+            assert_eq!(request_id("tag", n), format!("tag{n:x}"), "{n}");
+        }
+    }
 
     #[test]
     fn own_paths_are_what_the_router_nests_under_dot_tapgate() {
