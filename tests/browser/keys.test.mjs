@@ -152,6 +152,8 @@ test('a backup key added on the account page signs in after the first is revoked
       const invite = page.locator('#invite-list > li', { hasText: 'bob@example.com' });
       await invite.getByRole('button', { name: 'Cancel invite' }).click();
       await page.locator('#status.status--success').getByText('cancelled').waitFor();
+      // The status is shown first, then the list reloads: wait for it.
+      await page.locator('#invite-list > li', { hasText: 'bob@example.com' }).waitFor({ state: 'detached' });
       assert.equal(await page.locator('#invite-list > li', { hasText: 'bob@example.com' }).count(), 0);
       await page.getByLabel('Show used, cancelled and expired').check();
       await page.locator('#invite-list > li', { hasText: 'bob@example.com' }).getByText('cancelled').waitFor();
