@@ -29,7 +29,6 @@
 use crate::config::ServerLimits;
 use crate::server::Front;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -234,9 +233,7 @@ async fn connection(
     // WebSockets over HTTP/2 (RFC 8441), as axum::serve enables it.
     builder.http2().enable_connect_protocol();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        tower::Service::call(&mut front.clone(), req)
+        front.serve(req.map(Body::new), peer)
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);

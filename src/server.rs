@@ -558,12 +558,40 @@ fn is_own_path(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// What [`Front`] answers with: a boxed future, as axum's router's is.
+pub type FrontFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl Front {
+    /// One request from a client at `peer`. Proxied requests take the peer
+    /// as an argument; only the router's handlers read it from the
+    /// request's extensions, so only their requests pay for the map.
+    pub fn serve(&self, mut req: Request, peer: SocketAddr) -> FrontFuture {
+        if self.app.config.canonical_host_redirect || is_own_path(req.uri().path()) {
+            if req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .is_none()
+            {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
+            return Box::pin(tower::Service::call(&mut self.router.clone(), req));
+        }
+        let app = self.app.clone();
+        Box::pin(async move {
+            let (started, ctx) = Started::begin(&app, &req);
+            let response = gate::proxy_request(&app, peer, ctx, req).await;
+            Ok(started.finish(&app, response))
+        })
+    }
+}
+
 impl tower::Service<Request> for Front {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send + 'static>,
-    >;
+    type Future = FrontFuture;
 
     fn poll_ready(
         &mut self,
@@ -572,20 +600,14 @@ impl tower::Service<Request> for Front {
         std::task::Poll::Ready(Ok(()))
     }
 
+    /// For callers that put the peer into the extensions themselves (the
+    /// tests); without one the peer is 0.0.0.0:0.
     fn call(&mut self, req: Request) -> Self::Future {
-        if self.app.config.canonical_host_redirect || is_own_path(req.uri().path()) {
-            return Box::pin(tower::Service::call(&mut self.router, req));
-        }
-        let app = self.app.clone();
-        Box::pin(async move {
-            let client = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-            let (started, ctx) = Started::begin(&app, &req);
-            let response = gate::proxy_request(&app, client, ctx, req).await;
-            Ok(started.finish(&app, response))
-        })
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        self.serve(req, peer)
     }
 }
 

@@ -446,7 +446,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+                .map(str::trim)
+                // "keep-alive" (what most responses list) names a header
+                // already in the list above; no need to parse it again.
+                .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
         );
     }
     for name in hop {
