@@ -22,7 +22,7 @@ pub const CEREMONY_AUD: &str = "tapgate-ceremony";
 /// Clock skew tolerated between instances (and the upstream).
 pub const LEEWAY_SECS: u64 = 30;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("the token is malformed or its signature does not verify")]
     Invalid,
@@ -451,9 +451,22 @@ impl CeremonyState {
 /// map finds an entry only for a signature that is already known (a keyed
 /// hash decides which entries a key is compared with), and the header and
 /// payload compared after it are not secret.
+///
+/// Tokens refused for good (expired, signature or claims wrong) are kept
+/// too, found and compared the same way, so that a browser that keeps
+/// sending an expired cookie costs a lookup rather than a verify per
+/// request. This assumes the key ring does not change over the cache's
+/// life, as the server's does not. A token that is not valid *yet* (clock
+/// skew) is not kept: it will be.
 pub struct SessionCache {
     shards: Vec<std::sync::RwLock<HashMap<Box<str>, std::sync::Arc<CachedSession>>>>,
     max_per_shard: usize,
+    refused: Vec<std::sync::Mutex<HashMap<Box<str>, Refused>>>,
+}
+
+struct Refused {
+    token: Box<str>,
+    error: TokenError,
 }
 
 pub struct CachedSession {
@@ -519,11 +532,16 @@ impl Default for SessionCache {
 
 impl SessionCache {
     const SHARDS: usize = 16;
+    /// Refused tokens kept per shard (1,024 in all) and the longest kept:
+    /// at most ≈ 4 MiB however many garbage tokens arrive.
+    const REFUSED_PER_SHARD: usize = 64;
+    const REFUSED_MAX_LEN: usize = 4096;
 
     pub fn new(capacity: usize) -> SessionCache {
         SessionCache {
             shards: (0..Self::SHARDS).map(|_| Default::default()).collect(),
             max_per_shard: (capacity / Self::SHARDS).max(1),
+            refused: (0..Self::SHARDS).map(|_| Default::default()).collect(),
         }
     }
 
@@ -537,8 +555,8 @@ impl SessionCache {
         // "header.payload.signature": the part after the last dot. A token
         // without one is refused by the verification below.
         let signature = token.rsplit_once('.').map_or(token, |(_, s)| s);
-        let shard = &self.shards
-            [usize::from(signature.as_bytes().first().copied().unwrap_or(0)) % Self::SHARDS];
+        let index = usize::from(signature.as_bytes().first().copied().unwrap_or(0)) % Self::SHARDS;
+        let shard = &self.shards[index];
         if let Some(hit) = shard
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -548,7 +566,38 @@ impl SessionCache {
         {
             return Ok(hit.clone());
         }
-        let claims = ring.verify_session(token, now)?;
+        let refused = &self.refused[index];
+        if let Some(r) = refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(signature)
+            && *r.token == *token
+        {
+            return Err(r.error);
+        }
+        let claims = match ring.verify_session(token, now) {
+            Ok(claims) => claims,
+            Err(error) => {
+                let for_good = matches!(
+                    error,
+                    TokenError::Invalid | TokenError::Expired | TokenError::WrongKind
+                );
+                if for_good && token.len() <= Self::REFUSED_MAX_LEN {
+                    let mut map = refused.lock().unwrap_or_else(|e| e.into_inner());
+                    if map.len() >= Self::REFUSED_PER_SHARD {
+                        map.clear();
+                    }
+                    map.insert(
+                        signature.into(),
+                        Refused {
+                            token: token.into(),
+                            error,
+                        },
+                    );
+                }
+                return Err(error);
+            }
+        };
         let principal = claims.principal();
         let entry = std::sync::Arc::new(CachedSession {
             token: token.into(),
@@ -734,6 +783,51 @@ mod tests {
         assert!(cache.verify(&r, &format!("x{tok}"), 1_001).is_err());
         // The real one still is.
         assert!(cache.verify(&r, &tok, 1_002).is_ok());
+    }
+
+    #[test]
+    fn refusals_for_good_are_remembered_and_not_yet_valid_is_not() {
+        let r = ring();
+        // Another ring: what verifying again would say (unknown key), so a
+        // remembered refusal is told apart from a new verification.
+        let other = ring();
+        let cache = SessionCache::new(64);
+        let (tok, _) = r.issue_session(&principal(), 0, 1, 1_000, 60);
+        let late = 1_000 + 60 + LEEWAY_SECS;
+        assert_eq!(
+            cache.verify(&r, &tok, late).err(),
+            Some(TokenError::Expired)
+        );
+        assert_eq!(
+            cache.verify(&other, &tok, late).err(),
+            Some(TokenError::Expired)
+        );
+        // Refused under a real signature: the real token is not refused.
+        let (good, _) = r.issue_session(&principal(), 0, 1, 1_000, 3600);
+        let (head, sig) = good.rsplit_once('.').unwrap();
+        let forged = format!("{head}x.{sig}");
+        assert!(cache.verify(&r, &forged, 1_001).is_err());
+        assert!(cache.verify(&r, &good, 1_001).is_ok());
+        // Issued in the future (clock skew): refused now, fine later.
+        let (early, _) = r.issue_session(&principal(), 0, 1, 2_000, 3600);
+        assert_eq!(
+            cache.verify(&r, &early, 1_000).err(),
+            Some(TokenError::NotYetValid)
+        );
+        assert!(cache.verify(&r, &early, 2_000).is_ok());
+    }
+
+    #[test]
+    fn refusals_stay_bounded() {
+        let r = ring();
+        let cache = SessionCache::new(16);
+        for i in 0..5_000 {
+            let _ = cache.verify(&r, &format!("garbage.{i:05}"), 1_000);
+        }
+        // One oversized token is refused but not kept.
+        let _ = cache.verify(&r, &"y".repeat(SessionCache::REFUSED_MAX_LEN + 1), 1_000);
+        let total: usize = cache.refused.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(total <= 16 * SessionCache::REFUSED_PER_SHARD, "{total}");
     }
 
     #[test]
