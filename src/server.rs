@@ -569,14 +569,8 @@ impl Front {
     /// request's extensions, so only their requests pay for the map.
     pub fn serve(&self, mut req: Request, peer: SocketAddr) -> FrontFuture {
         if self.app.config.canonical_host_redirect || is_own_path(req.uri().path()) {
-            if req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .is_none()
-            {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-            }
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             return Box::pin(tower::Service::call(&mut self.router.clone(), req));
         }
         let app = self.app.clone();
